@@ -1,0 +1,40 @@
+# Thin wrapper: CMake does the building. See README.md.
+#   make          build into build/ (binaries in build/bin/)
+#   make test     install what is missing, sanitizer build, every test (ctest)
+#   make demo     install what is missing, build, run the demo
+#   make fuzz     longer fuzz runs (clang)
+#   make clean
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 120
+
+.PHONY: all deps build test demo fuzz clean
+
+all: build
+
+deps:
+	@sh deploy/deps.sh
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j $(JOBS)
+
+# Tests run from a clang build with AddressSanitizer and UBSan (and the fuzz
+# harnesses); the gcc build above must also compile without a warning.
+test: build
+	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON >/dev/null
+	@cmake --build build-test -j $(JOBS)
+	@cd build-test && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@sh deploy/demo.sh build/bin
+
+fuzz: deps
+	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON -DEXFLEET_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	@cmake --build build-test -j $(JOBS)
+	@cd build-test && ctest --output-on-failure -R '^fuzz_'
+	@cmake -S . -B build-test -DEXFLEET_FUZZ_SECONDS=10 >/dev/null
+
+clean:
+	rm -rf build build-test

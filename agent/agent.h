@@ -1,0 +1,70 @@
+/* exfleet-agent: its configuration and its session with the collector. */
+#ifndef EXFLEET_AGENT_H
+#define EXFLEET_AGENT_H
+
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "tls.h"
+
+struct agent_config {
+	char *host_id;
+	char *site;
+	char *wave;
+	int log_level;
+	char *collector_address;     /* host:port */
+	char *collector_name;        /* name in the collector's certificate */
+	uint64_t heartbeat_ms;       /* until the collector's Welcome says otherwise */
+	uint64_t reconnect_min_ms;
+	uint64_t reconnect_max_ms;
+	uint64_t max_frame;
+	char *ca_file;
+	char *cert_file;
+	char *key_file;
+	char *crl_file;
+};
+
+/* Loads and checks path; on failure err names file, line and key. */
+int agent_config_load(const char *path, struct agent_config *cfg, struct config_error *err);
+void agent_config_free(struct agent_config *cfg);
+void agent_config_reference(FILE *out);
+
+enum session_state {
+	SESSION_IDLE,
+	SESSION_RESOLVING,  /* looking up the collector's address */
+	SESSION_CONNECTING, /* TCP and TLS */
+	SESSION_HELLO,      /* Hello sent, waiting for Welcome */
+	SESSION_STREAMING,
+	SESSION_BACKOFF,    /* waiting to reconnect */
+	SESSION_STOPPED,
+};
+
+struct agent_session {
+	uv_loop_t *loop;
+	const struct agent_config *cfg;
+	SSL_CTX *tls;
+	struct tls_conn conn;
+	int conn_open;            /* conn's handles exist until its close_cb */
+	enum session_state state;
+	uv_getaddrinfo_t resolve;
+	int resolving;
+	uv_timer_t timer;         /* backoff delay, Welcome deadline, heartbeat tick */
+	struct backoff backoff;
+	uint64_t retry_after_ms;  /* from the last Welcome; 0 when none */
+	uint64_t heartbeat_ms;
+	int64_t last_rx_ms, last_tx_ms;
+	uint64_t welcomes;        /* sessions the collector accepted */
+	void (*stopped_cb)(struct agent_session *s);
+};
+
+int session_init(struct agent_session *s, uv_loop_t *loop, const struct agent_config *cfg,
+		 SSL_CTX *tls);
+void session_start(struct agent_session *s);
+/* Ends the session and stops reconnecting; stopped_cb once all is closed. */
+void session_stop(struct agent_session *s, void (*stopped_cb)(struct agent_session *s));
+
+#endif

@@ -1,0 +1,66 @@
+/* exfleet-collector: its configuration and its agent-facing server. */
+#ifndef EXFLEET_COLLECTOR_H
+#define EXFLEET_COLLECTOR_H
+
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "config.h"
+#include "tls.h"
+
+struct collector_config {
+	char *id;                /* this collector's name, sent in Welcome */
+	char *listen;            /* host:port for agents */
+	int log_level;
+	uint64_t heartbeat_ms;   /* interval the agents are told to keep */
+	uint64_t handshake_timeout_ms;
+	uint64_t max_frame;
+	char *ca_file;
+	char *cert_file;
+	char *key_file;
+	char *crl_file;
+};
+
+int collector_config_load(const char *path, struct collector_config *cfg,
+			  struct config_error *err);
+void collector_config_free(struct collector_config *cfg);
+void collector_config_reference(FILE *out);
+
+enum agent_state {
+	AGENT_HANDSHAKE, /* TLS in progress */
+	AGENT_HELLO,     /* verified, waiting for Hello */
+	AGENT_READY,     /* welcomed */
+};
+
+struct agent_conn {
+	struct tls_conn conn;
+	struct server *server;
+	enum agent_state state;
+	char host_id[65];
+	int64_t connected_ms;
+	int64_t last_rx_ms;
+	struct agent_conn *prev, *next;
+};
+
+struct server {
+	uv_loop_t *loop;
+	const struct collector_config *cfg;
+	SSL_CTX *tls;
+	struct tls_limits limits;
+	uv_tcp_t listener;
+	uv_timer_t sweep;        /* Hello deadlines and silent agents, once a second */
+	struct agent_conn *conns;
+	unsigned nconns;
+	unsigned nready;
+	int stopping;
+	void (*stopped_cb)(struct server *srv);
+};
+
+int server_start(struct server *srv, uv_loop_t *loop, const struct collector_config *cfg,
+		 SSL_CTX *tls, char *err, size_t errlen);
+/* Closes the listener and every session; stopped_cb once all are closed. */
+void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv));
+
+#endif

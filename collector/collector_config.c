@@ -1,0 +1,51 @@
+/* The collector's configuration file (collector.ini). */
+#include <stddef.h>
+
+#include "collector.h"
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+#define K(section, name, type, field, flags, def, min, max, help)                           \
+	{section, name, type, offsetof(struct collector_config, field), flags, def, min, max,   \
+	 NULL, help}
+
+static const struct config_key collector_keys[] = {
+	K("collector", "id", CONFIG_STRING, id, CONFIG_REQUIRED, NULL, 0, 0,
+	  "this collector's name, e.g. its DNS name"),
+	K("collector", "listen", CONFIG_STRING, listen, 0, "0.0.0.0:7443", 0, 0,
+	  "host:port where agents connect"),
+	{"collector", "log_level", CONFIG_ENUM, offsetof(struct collector_config, log_level), 0,
+	 "info", 0, 0, log_levels, "error, warn, info or debug"},
+	K("agents", "heartbeat", CONFIG_DURATION, heartbeat_ms, 0, "30s", 1000, 3600000,
+	  "heartbeat interval agents keep; 3 missed mark a host offline"),
+	K("agents", "handshake_timeout", CONFIG_DURATION, handshake_timeout_ms, 0, "10s", 100,
+	  300000, "time allowed for the TLS handshake"),
+	K("agents", "max_frame", CONFIG_SIZE, max_frame, 0, "1M", 1024, 64 << 20,
+	  "largest protocol frame accepted"),
+	K("tls", "ca", CONFIG_PATH, ca_file, CONFIG_REQUIRED | CONFIG_MUST_EXIST, NULL, 0, 0,
+	  "the deployment CA certificate (PEM)"),
+	K("tls", "cert", CONFIG_PATH, cert_file, CONFIG_REQUIRED | CONFIG_MUST_EXIST, NULL, 0, 0,
+	  "this collector's certificate (PEM)"),
+	K("tls", "key", CONFIG_PATH, key_file, CONFIG_REQUIRED | CONFIG_PRIVATE_KEY, NULL, 0, 0,
+	  "this collector's private key (PEM, mode 0600)"),
+	K("tls", "crl", CONFIG_PATH, crl_file, CONFIG_MUST_EXIST, NULL, 0, 0,
+	  "CRL (PEM): revoked agents are refused"),
+};
+
+#define NKEYS (sizeof(collector_keys) / sizeof(collector_keys[0]))
+
+int collector_config_load(const char *path, struct collector_config *cfg,
+			  struct config_error *err)
+{
+	return config_load(path, collector_keys, NKEYS, cfg, err);
+}
+
+void collector_config_free(struct collector_config *cfg)
+{
+	config_free(collector_keys, NKEYS, cfg);
+}
+
+void collector_config_reference(FILE *out)
+{
+	config_print_reference(out, collector_keys, NKEYS);
+}

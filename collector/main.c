@@ -1,0 +1,110 @@
+/* exfleet-collector: accepts the fleet's agents. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector.h"
+#include "log.h"
+
+static const char usage[] =
+	"usage: exfleet-collector --config FILE [--check]\n"
+	"       exfleet-collector --version | --help | --config-reference\n"
+	"\n"
+	"Accepts exfleet agents over mutual TLS.\n"
+	"\n"
+	"  --config FILE        the collector's INI file (e.g. /etc/exfleet/collector.ini)\n"
+	"  --check              validate the configuration, certificates and key, then exit\n"
+	"  --config-reference   print every configuration key with its default\n"
+	"  --version            print the version\n"
+	"\n"
+	"Exit status: 0 on a clean stop, 1 on a configuration or start-up error, 2 on usage.\n";
+
+static uv_signal_t sigint, sigterm;
+
+static void stopped_cb(struct server *srv)
+{
+	uv_close((uv_handle_t *)&sigint, NULL);
+	uv_close((uv_handle_t *)&sigterm, NULL);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum)
+{
+	log_info("signal %d: stopping", signum);
+	server_stop(sig->data, stopped_cb);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL;
+	int check = 0;
+	log_set_prefix("exfleet-collector");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+			path = argv[++i];
+		} else if (strcmp(argv[i], "--check") == 0) {
+			check = 1;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("exfleet-collector %s\n", EXFLEET_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(usage, stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--config-reference") == 0) {
+			collector_config_reference(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "exfleet-collector: unknown argument '%s'\n%s", argv[i],
+				usage);
+			return 2;
+		}
+	}
+	if (!path) {
+		fprintf(stderr, "exfleet-collector: --config FILE is required\n%s", usage);
+		return 2;
+	}
+
+	struct collector_config cfg;
+	struct config_error cerr;
+	if (collector_config_load(path, &cfg, &cerr) < 0) {
+		fprintf(stderr, "%s\n", cerr.msg);
+		collector_config_free(&cfg);
+		return 1;
+	}
+	int rc = 1;
+	SSL_CTX *tls = NULL;
+	char err[512];
+	struct tls_config tc = {cfg.ca_file, cfg.cert_file, cfg.key_file, cfg.crl_file, 0};
+	if (tls_ctx_new(&tls, 1, &tc, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: [tls] %s\n", path, err);
+		goto out;
+	}
+	if (check) {
+		printf("%s: OK: collector %s listening on %s\n", path, cfg.id, cfg.listen);
+		rc = 0;
+		goto out;
+	}
+
+	log_init(stderr, (enum log_level)cfg.log_level);
+	uv_loop_t *loop = uv_default_loop();
+	struct server srv;
+	if (server_start(&srv, loop, &cfg, tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		uv_run(loop, UV_RUN_DEFAULT);
+		uv_loop_close(loop);
+		goto out;
+	}
+	uv_signal_init(loop, &sigint);
+	uv_signal_init(loop, &sigterm);
+	sigint.data = sigterm.data = &srv;
+	uv_signal_start(&sigint, signal_cb, SIGINT);
+	uv_signal_start(&sigterm, signal_cb, SIGTERM);
+	log_info("collector %s %s listening for agents on %s", cfg.id, EXFLEET_VERSION,
+		 cfg.listen);
+	uv_run(loop, UV_RUN_DEFAULT);
+	rc = uv_loop_close(loop) == 0 ? 0 : 1;
+	log_info("collector stopped");
+out:
+	SSL_CTX_free(tls);
+	collector_config_free(&cfg);
+	return rc;
+}

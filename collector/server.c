@@ -1,0 +1,254 @@
+/* The agent-facing server: accepts mutual-TLS sessions, checks each agent's
+ * Hello against its certificate, welcomes it, and keeps one session per host. */
+#include <stdio.h>
+#include <string.h>
+
+#include "collector.h"
+#include "log.h"
+#include "pki.h"
+#include "util.h"
+#include "wire.h"
+
+#define HELLO_TIMEOUT_MS 30000
+#define SILENT_HEARTBEATS 3
+
+static void conns_link(struct server *srv, struct agent_conn *a)
+{
+	a->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = a;
+	srv->conns = a;
+	srv->nconns++;
+}
+
+static void conns_unlink(struct server *srv, struct agent_conn *a)
+{
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		srv->conns = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	srv->nconns--;
+}
+
+static void maybe_stopped(struct server *srv)
+{
+	if (srv->stopping && srv->nconns == 0 && uv_is_closing((uv_handle_t *)&srv->listener)) {
+		uv_close((uv_handle_t *)&srv->sweep, NULL);
+		if (srv->stopped_cb)
+			srv->stopped_cb(srv);
+	}
+}
+
+static void send_welcome(struct agent_conn *a, const char *error)
+{
+	const struct collector_config *cfg = a->server->cfg;
+	Exfleet__Welcome w = EXFLEET__WELCOME__INIT;
+	w.protocol_version = WIRE_PROTOCOL_VERSION;
+	w.collector_id = cfg->id;
+	w.server_time_ms = util_now_ms();
+	w.heartbeat_interval_s = (uint32_t)(cfg->heartbeat_ms / 1000);
+	w.max_frame_size = (uint32_t)cfg->max_frame;
+	w.error = (char *)(error ? error : "");
+	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
+	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_WELCOME;
+	m.welcome = &w;
+	wire_send_collector(&a->conn, &m);
+}
+
+/* Refuses a Hello: the agent is told why, then the session closes. */
+static void refuse(struct agent_conn *a, const char *why)
+{
+	send_welcome(a, why);
+	tls_conn_close(&a->conn, LOG_WARN, "refused: %s", why);
+}
+
+static void on_hello(struct agent_conn *a, const Exfleet__Hello *h)
+{
+	struct server *srv = a->server;
+	char why[256];
+	if (h->protocol_version != WIRE_PROTOCOL_VERSION) {
+		snprintf(why, sizeof(why),
+			 "protocol version %u is not supported; this collector speaks %u",
+			 h->protocol_version, WIRE_PROTOCOL_VERSION);
+		refuse(a, why);
+		return;
+	}
+	if (strcmp(h->host_id, a->conn.peer_name) != 0) {
+		snprintf(why, sizeof(why),
+			 "Hello names host '%.64s' but the certificate is for '%s'", h->host_id,
+			 a->conn.peer_name);
+		refuse(a, why);
+		return;
+	}
+	/* One session per host: the newest wins, since the older one is most
+	 * likely a connection the agent has already given up on. */
+	for (struct agent_conn *o = srv->conns; o; o = o->next) {
+		if (o != a && o->state == AGENT_READY && strcmp(o->host_id, h->host_id) == 0) {
+			tls_conn_close(&o->conn, LOG_INFO, "replaced by a new session from %s",
+				       a->conn.addr);
+			break;
+		}
+	}
+	snprintf(a->host_id, sizeof(a->host_id), "%s", h->host_id);
+	a->state = AGENT_READY;
+	srv->nready++;
+	char labels[160] = "";
+	size_t used = 0;
+	for (size_t i = 0; i < h->n_labels && used < sizeof(labels); i++)
+		used += (size_t)snprintf(labels + used, sizeof(labels) - used, " %.32s=%.32s",
+					 h->labels[i]->key, h->labels[i]->value);
+	log_msg(LOG_INFO, a->conn.peer, "Hello: agent %.32s on %.64s%s; welcomed (%u online)",
+		h->agent_version, h->platform, labels, srv->nready);
+	send_welcome(a, NULL);
+}
+
+static void on_heartbeat(struct agent_conn *a)
+{
+	Exfleet__Heartbeat hb = EXFLEET__HEARTBEAT__INIT;
+	hb.sent_at_ms = util_now_ms();
+	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
+	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_HEARTBEAT;
+	m.heartbeat = &hb;
+	wire_send_collector(&a->conn, &m);
+}
+
+static void conn_ready_cb(struct tls_conn *c)
+{
+	struct agent_conn *a = c->data;
+	if (c->peer_role != PKI_ROLE_AGENT) {
+		tls_conn_close(c, LOG_WARN, "refused: a %s certificate may not connect as an agent",
+			       pki_role_name((enum pki_role)c->peer_role));
+		return;
+	}
+	a->state = AGENT_HELLO;
+	a->last_rx_ms = util_now_ms();
+}
+
+static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len)
+{
+	struct agent_conn *a = c->data;
+	char why[160];
+	Exfleet__AgentMessage *m = wire_decode_agent(payload, len, why, sizeof(why));
+	if (!m) {
+		tls_conn_close(c, LOG_WARN, "protocol error: %s", why);
+		return;
+	}
+	a->last_rx_ms = util_now_ms();
+	log_msg(LOG_DEBUG, c->peer, "received %s", wire_agent_kind(m));
+	if (a->state == AGENT_HELLO) {
+		if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HELLO)
+			on_hello(a, m->hello);
+		else
+			tls_conn_close(c, LOG_WARN, "protocol error: %s before Hello",
+				       wire_agent_kind(m));
+	} else if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HELLO) {
+		tls_conn_close(c, LOG_WARN, "protocol error: a second Hello");
+	} else if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT) {
+		on_heartbeat(a);
+	}
+	exfleet__agent_message__free_unpacked(m, NULL);
+}
+
+static void conn_close_cb(struct tls_conn *c)
+{
+	struct agent_conn *a = c->data;
+	struct server *srv = a->server;
+	if (a->state == AGENT_READY)
+		srv->nready--;
+	conns_unlink(srv, a);
+	free(a);
+	maybe_stopped(srv);
+}
+
+static const struct tls_conn_ops conn_ops = {conn_ready_cb, conn_frame_cb, conn_close_cb};
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	struct server *srv = listener->data;
+	if (status < 0) {
+		log_warn("accept: %s", uv_strerror(status));
+		return;
+	}
+	struct agent_conn *a = calloc(1, sizeof(*a));
+	if (!a) {
+		log_err("accept: out of memory");
+		return;
+	}
+	a->server = srv;
+	a->state = AGENT_HANDSHAKE;
+	a->connected_ms = util_now_ms();
+	a->conn.data = a;
+	conns_link(srv, a);
+	tls_conn_accept(&a->conn, listener, srv->tls, &srv->limits, &conn_ops);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+	struct server *srv = t->data;
+	int64_t now = util_now_ms();
+	int64_t silent = (int64_t)(SILENT_HEARTBEATS * srv->cfg->heartbeat_ms);
+	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
+		next = a->next;
+		if (a->state == AGENT_HELLO && now - a->last_rx_ms > HELLO_TIMEOUT_MS)
+			tls_conn_close(&a->conn, LOG_WARN, "no Hello within %d s",
+				       HELLO_TIMEOUT_MS / 1000);
+		else if (a->state == AGENT_READY && now - a->last_rx_ms > silent)
+			tls_conn_close(&a->conn, LOG_WARN, "silent for %lld s: offline",
+				       (long long)(now - a->last_rx_ms) / 1000);
+	}
+}
+
+int server_start(struct server *srv, uv_loop_t *loop, const struct collector_config *cfg,
+		 SSL_CTX *tls, char *err, size_t errlen)
+{
+	memset(srv, 0, sizeof(*srv));
+	srv->loop = loop;
+	srv->cfg = cfg;
+	srv->tls = tls;
+	tls_limits_default(&srv->limits);
+	srv->limits.max_frame = cfg->max_frame;
+	srv->limits.handshake_timeout_ms = cfg->handshake_timeout_ms;
+
+	char host[256], port[8];
+	if (util_split_hostport(cfg->listen, host, sizeof(host), port, sizeof(port)) < 0) {
+		snprintf(err, errlen, "[collector] listen: '%s' is not host:port", cfg->listen);
+		return UV_EINVAL;
+	}
+	struct sockaddr_storage ss;
+	int rc = strchr(host, ':') ? uv_ip6_addr(host, atoi(port), (struct sockaddr_in6 *)&ss)
+				   : uv_ip4_addr(host, atoi(port), (struct sockaddr_in *)&ss);
+	if (rc < 0) {
+		snprintf(err, errlen, "[collector] listen: '%s' is not an IP address", host);
+		return rc;
+	}
+	uv_tcp_init(loop, &srv->listener);
+	srv->listener.data = srv;
+	rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
+	if (rc < 0) {
+		snprintf(err, errlen, "[collector] listen: cannot listen on %s: %s", cfg->listen,
+			 uv_strerror(rc));
+		uv_close((uv_handle_t *)&srv->listener, NULL);
+		return rc;
+	}
+	uv_timer_init(loop, &srv->sweep);
+	srv->sweep.data = srv;
+	uv_timer_start(&srv->sweep, sweep_cb, 1000, 1000);
+	return 0;
+}
+
+void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv))
+{
+	srv->stopping = 1;
+	srv->stopped_cb = stopped_cb;
+	uv_close((uv_handle_t *)&srv->listener, NULL);
+	uv_timer_stop(&srv->sweep);
+	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
+		next = a->next;
+		tls_conn_close(&a->conn, LOG_DEBUG, "collector stopping");
+	}
+	maybe_stopped(srv);
+}

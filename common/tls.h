@@ -1,0 +1,117 @@
+/* TLS over libuv: OpenSSL with memory BIOs on a uv_tcp_t, carrying frames.
+ *
+ * One struct tls_conn per connection, embedded by its owner (the collector's
+ * session, the agent's session, a test). The connection owns the socket and
+ * its timer; it calls back when the peer is verified, for each whole frame,
+ * and once when everything is closed, which is when the owner may free it. */
+#ifndef EXFLEET_TLS_H
+#define EXFLEET_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "frame.h"
+#include "log.h"
+
+struct tls_config {
+	const char *ca_file;   /* trusted CA (PEM) */
+	const char *cert_file; /* our certificate (PEM) */
+	const char *key_file;  /* our key (PEM), refused if group/others can read it */
+	const char *crl_file;  /* optional CRL (PEM): revoked peers are refused */
+	int allow_tls12;       /* TLS 1.3 only unless set */
+};
+
+/* A server context requires a client certificate from the CA; a client
+ * context verifies the server's chain (and name, per connection). */
+int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *err,
+		size_t errlen);
+
+enum tls_state {
+	TLS_IDLE,       /* initialised, no socket yet */
+	TLS_CONNECTING, /* TCP connect in progress (client) */
+	TLS_HANDSHAKE,
+	TLS_READY,      /* peer verified, frames flow */
+	TLS_CLOSING,
+};
+
+/* Why reading is paused; reading runs only while no reason holds. */
+enum {
+	TLS_PAUSE_WRITE = 1, /* our queue to the peer is above the high mark */
+	TLS_PAUSE_OWNER = 2, /* the owner asked (e.g. its store is behind) */
+};
+
+struct tls_limits {
+	size_t max_frame;           /* default 1 MiB */
+	size_t write_high;          /* stop reading above this many queued bytes */
+	size_t write_low;           /* resume at or below this */
+	size_t write_max;           /* close the session above this */
+	uint64_t handshake_timeout_ms;
+};
+
+void tls_limits_default(struct tls_limits *l);
+
+struct tls_conn;
+
+struct tls_conn_ops {
+	/* Handshake done and the peer's certificate verified. */
+	void (*ready_cb)(struct tls_conn *c);
+	/* One whole frame; the payload is valid only during the call. */
+	void (*frame_cb)(struct tls_conn *c, const uint8_t *payload, size_t len);
+	/* Every handle is closed: the owner may free c now. */
+	void (*close_cb)(struct tls_conn *c);
+};
+
+struct tls_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;      /* handshake and close deadlines */
+	uv_connect_t connect_req;
+	uv_shutdown_t shutdown_req;
+	SSL *ssl;
+	BIO *net_in;           /* ciphertext from the socket, for OpenSSL */
+	BIO *net_out;          /* ciphertext from OpenSSL, for the socket */
+	enum tls_state state;
+	unsigned paused;       /* TLS_PAUSE_* bits */
+	int reading;
+	int handles_open;
+	size_t write_queued;   /* bytes handed to uv_write and not yet written */
+	struct tls_limits limits;
+	struct frame_reader frames;
+	const struct tls_conn_ops *ops;
+	void *data;            /* the owner's */
+	char addr[64];         /* "127.0.0.1:40312" */
+	char peer[140];        /* addr, then "name addr" once verified: for log lines */
+	char peer_name[65];    /* certificate subject CN */
+	int peer_role;         /* enum pki_role, -1 before the handshake */
+	char close_reason[200];
+	uint64_t frames_in, frames_out;
+};
+
+/* Server side: accepts one pending connection from server. */
+int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
+		    const struct tls_limits *limits, const struct tls_conn_ops *ops);
+
+/* Client side: connects to addr and verifies that the server's certificate
+ * names server_name. */
+int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+		     SSL_CTX *ctx, const char *server_name, const struct tls_limits *limits,
+		     const struct tls_conn_ops *ops);
+
+/* Queues one frame. frame holds FRAME_HEADER bytes, filled in here, followed
+ * by len bytes of payload, so the frame leaves as one TLS record without a
+ * copy. Returns 0, or negative when the connection is not ready or when this
+ * write pushed its queue over write_max (the connection is then closing). */
+int tls_conn_send(struct tls_conn *c, uint8_t *frame, size_t len);
+
+void tls_conn_pause(struct tls_conn *c, unsigned reason);
+void tls_conn_resume(struct tls_conn *c, unsigned reason);
+
+/* Closes once: logs "closed: <reason>" at level with the peer, sends a TLS
+ * close_notify and what is queued when it can, then closes the handles.
+ * ops->close_cb follows. Safe to call from any callback. */
+void tls_conn_close(struct tls_conn *c, enum log_level level, const char *fmt, ...)
+	LOG_PRINTF(3, 4);
+
+#endif
