@@ -1,6 +1,7 @@
 /* TLS transport on a real loop over loopback, with certificates from our own
  * PKI: the mutual handshake, every way a peer is refused, a plaintext or
  * HTTP client that harms nobody else, frame limits, and write backpressure. */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,7 +19,7 @@
 #include "tls.h"
 #include "util.h"
 
-static char pki_dir[512], other_dir[512];
+static char top_dir[512], pki_dir[512], other_dir[512];
 
 /* ---- one test's world: a loop, a listening server, its connections ---- */
 
@@ -223,6 +225,7 @@ static int setup_pki(void **state)
 	if (base)
 		util_mkdir_p(base, 0700, err, sizeof(err));
 	assert_non_null(mkdtemp(tmpl));
+	snprintf(top_dir, sizeof(top_dir), "%s", tmpl);
 	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", tmpl);
 	snprintf(other_dir, sizeof(other_dir), "%s/other", tmpl);
 	if (pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)) < 0)
@@ -239,6 +242,16 @@ static int setup_pki(void **state)
 	issue(other_dir, PKI_ROLE_AGENT, "EXCH01", 0);
 	issue(other_dir, PKI_ROLE_COLLECTOR, "collector.test", 0);
 	return 0;
+}
+
+static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int teardown_pki(void **state)
+{
+	return nftw(top_dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static SSL_CTX *collector_ctx(void)
@@ -606,5 +619,5 @@ int main(void)
 		cmocka_unit_test(test_oversize_frame_closes_only_that_session),
 		cmocka_unit_test(test_write_backpressure),
 	};
-	return cmocka_run_group_tests(tests, setup_pki, NULL);
+	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }

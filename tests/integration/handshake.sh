@@ -1,0 +1,45 @@
+#!/bin/sh
+# The real collector and agents on loopback: mutual TLS, Hello/Welcome,
+# heartbeats both ways, an agent whose certificate names another host is
+# refused before it connects, a revoked agent is refused, and agents
+# come back by themselves after the collector restarts.
+. "$(dirname "$0")/lib.sh"
+
+port=$(free_port)
+make_deployment "$port" EXCH01 EXCH02 GONE01
+# An agent claiming to be EXCH03 with EXCH02's certificate.
+make_agent_config IMPOSTOR EXCH03 "$port" EXCH02
+"$BIN/exfleetctl" pki revoke GONE01 --dir "$WORK/pki" >/dev/null
+
+start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
+wait_log "$WORK/collector.log" "listening for agents"
+for a in EXCH01 EXCH02 GONE01; do
+	start "$a" "$BIN/exfleet-agent" --config "$WORK/$a.ini"
+done
+
+wait_log "$WORK/collector.log" "welcomed (" 2
+wait_log "$WORK/EXCH01.log" "welcomed by collector localhost"
+wait_log "$WORK/EXCH02.log" "welcomed by collector localhost"
+# Heartbeats flow both ways (1 s interval).
+wait_log "$WORK/collector.log" "\[EXCH01 .*received Heartbeat" 2
+wait_log "$WORK/EXCH01.log" "received Heartbeat" 2
+
+wait_log "$WORK/collector.log" "TLS handshake failed: certificate rejected: certificate revoked"
+
+# The agent refuses to run with a certificate for another host (the
+# collector's own check of Hello against the certificate is a unit test).
+for mode in --check ""; do
+	if "$BIN/exfleet-agent" --config "$WORK/IMPOSTOR.ini" $mode 2>"$WORK/check.out"; then
+		fail "agent $mode accepted a host id that does not match the certificate"
+	fi
+	grep -q "host_id: 'EXCH03' does not match the certificate's subject 'EXCH02'" \
+		"$WORK/check.out" || fail "unexpected message: $(cat "$WORK/check.out")"
+done
+
+# Restart the collector: both agents reconnect on their own.
+kill -9 "$PID_collector"
+wait_log "$WORK/EXCH01.log" "reconnecting in"
+start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
+wait_log "$WORK/EXCH01.log" "welcomed by collector localhost" 2
+wait_log "$WORK/EXCH02.log" "welcomed by collector localhost" 2
+echo "handshake: ok"
