@@ -50,6 +50,7 @@ struct server {
 	SSL_CTX *tls;
 	struct tls_limits limits;
 	uv_tcp_t listener;
+	char bound[80];          /* the address listened on, port resolved */
 	uv_timer_t sweep;        /* Hello deadlines and silent agents, once a second */
 	struct agent_conn *conns;
 	unsigned nconns;

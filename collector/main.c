@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 	uv_signal_start(&sigint, signal_cb, SIGINT);
 	uv_signal_start(&sigterm, signal_cb, SIGTERM);
 	log_info("collector %s %s listening for agents on %s", cfg.id, EXFLEET_VERSION,
-		 cfg.listen);
+		 srv.bound);
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");

@@ -234,6 +234,12 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 		uv_close((uv_handle_t *)&srv->listener, NULL);
 		return rc;
 	}
+	/* Port 0 asks the system for one: report the one it gave. */
+	int sslen = sizeof(ss);
+	uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &sslen);
+	uv_ip_name((struct sockaddr *)&ss, host, sizeof(host));
+	snprintf(srv->bound, sizeof(srv->bound), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+		 ntohs(((struct sockaddr_in *)&ss)->sin_port));
 	uv_timer_init(loop, &srv->sweep);
 	srv->sweep.data = srv;
 	uv_timer_start(&srv->sweep, sweep_cb, 1000, 1000);

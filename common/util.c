@@ -234,7 +234,7 @@ int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
 		if (*q < '0' || *q > '9')
 			return UV_EINVAL;
 	long port_num = strtol(p, NULL, 10);
-	if (port_num < 1 || port_num > 65535)
+	if (port_num > 65535)
 		return UV_EINVAL;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';

@@ -31,7 +31,8 @@ int util_mkdir_p(const char *path, int mode, char *err, size_t errlen);
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void util_hex(const uint8_t *in, size_t len, char *out);
 
-/* Splits "host:port", "[v6]:port" into host and port; 0 or UV_EINVAL. */
+/* Splits "host:port", "[v6]:port" into host and port (0 to 65535; 0 lets a
+ * listener take any free port); 0 or UV_EINVAL. */
 int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
 			size_t port_len);
 

@@ -5,14 +5,14 @@
 # come back by themselves after the collector restarts.
 . "$(dirname "$0")/lib.sh"
 
-port=$(free_port)
-make_deployment "$port" EXCH01 EXCH02 GONE01
-# An agent claiming to be EXCH03 with EXCH02's certificate.
-make_agent_config IMPOSTOR EXCH03 "$port" EXCH02
+make_pki EXCH01 EXCH02 GONE01
 "$BIN/exfleetctl" pki revoke GONE01 --dir "$WORK/pki" >/dev/null
-
-start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
-wait_log "$WORK/collector.log" "listening for agents"
+start_collector
+for a in EXCH01 EXCH02 GONE01; do
+	make_agent_config "$a" "$a" "$PORT"
+done
+# An agent claiming to be EXCH03 with EXCH02's certificate.
+make_agent_config IMPOSTOR EXCH03 "$PORT" EXCH02
 for a in EXCH01 EXCH02 GONE01; do
 	start "$a" "$BIN/exfleet-agent" --config "$WORK/$a.ini"
 done
@@ -39,7 +39,7 @@ done
 # Restart the collector: both agents reconnect on their own.
 kill -9 "$PID_collector"
 wait_log "$WORK/EXCH01.log" "reconnecting in"
-start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
+start_collector "$PORT"
 wait_log "$WORK/EXCH01.log" "welcomed by collector localhost" 2
 wait_log "$WORK/EXCH02.log" "welcomed by collector localhost" 2
 echo "handshake: ok"

@@ -30,11 +30,6 @@ fail() {
 	exit 1
 }
 
-# A TCP port nobody listens on now (raced, but the window is small).
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # start NAME CMD...: runs CMD in the background, stderr+stdout to WORK/NAME.log.
 start() {
 	name=$1
@@ -56,16 +51,22 @@ wait_log() {
 	done
 }
 
-# The PKI, a collector config and agent configs for the given host ids.
-make_deployment() {
-	port=$1
-	shift
+# The PKI with a collector certificate and one for each agent host id.
+make_pki() {
 	"$BIN/exfleetctl" pki init --dir "$WORK/pki" >/dev/null
 	"$BIN/exfleetctl" pki issue collector localhost --dir "$WORK/pki" >/dev/null
+	for host in "$@"; do
+		"$BIN/exfleetctl" pki issue agent "$host" --dir "$WORK/pki" >/dev/null
+	done
+}
+
+# start_collector [PORT]: starts the collector (on a port the system picks
+# when none is given) and sets PORT to the port it listens on.
+start_collector() {
 	cat >"$WORK/collector.ini" <<INI
 [collector]
 id = localhost
-listen = 127.0.0.1:$port
+listen = 127.0.0.1:${1:-0}
 log_level = debug
 [agents]
 heartbeat = 1s
@@ -75,10 +76,10 @@ cert = pki/collector/localhost.crt
 key = pki/collector/localhost.key
 crl = pki/crl.pem
 INI
-	for host in "$@"; do
-		"$BIN/exfleetctl" pki issue agent "$host" --dir "$WORK/pki" >/dev/null
-		make_agent_config "$host" "$host" "$port"
-	done
+	before=$(grep -c "listening for agents" "$WORK/collector.log" 2>/dev/null || true)
+	start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
+	wait_log "$WORK/collector.log" "listening for agents" $((${before:-0} + 1))
+	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.*:\([0-9]*\)$/\1/')
 }
 
 # make_agent_config FILE_NAME HOST_ID PORT [CERT_NAME]
