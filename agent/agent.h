@@ -9,6 +9,8 @@
 
 #include "backoff.h"
 #include "config.h"
+#include "probe.h"
+#include "spool.h"
 #include "tls.h"
 
 struct agent_config {
@@ -26,6 +28,18 @@ struct agent_config {
 	char *cert_file;
 	char *key_file;
 	char *crl_file;
+	char *probe_backend;
+	char *probe_host_file;
+	uint64_t probe_rescan_ms;
+	char *spool_dir;
+	uint64_t spool_max;
+	int spool_sync;              /* enum spool_sync */
+	struct config_list watched_services;
+	struct config_list event_levels;   /* error, warning, information, audit_success, ... */
+	struct config_list event_always;   /* SOURCE/ID forwarded whatever its level */
+	char *replay_cache;
+	uint64_t restart_timeout_ms;
+	uint64_t clock_skew_ms;      /* how far a command's times may be off */
 };
 
 /* Loads and checks path; on failure err names file, line and key. */
@@ -43,10 +57,16 @@ enum session_state {
 	SESSION_STOPPED,
 };
 
+struct commands;
+
 struct agent_session {
 	uv_loop_t *loop;
 	const struct agent_config *cfg;
+	const char *platform;
 	SSL_CTX *tls;
+	struct spool *spool;
+	struct commands *commands;
+	uint64_t sent_upto;       /* records up to here were sent on this session */
 	struct tls_conn conn;
 	int conn_open;            /* conn's handles exist until its close_cb */
 	enum session_state state;
@@ -59,11 +79,14 @@ struct agent_session {
 	int64_t last_rx_ms, last_tx_ms;
 	uint64_t welcomes;        /* sessions the collector accepted */
 	void (*stopped_cb)(struct agent_session *s);
+	void *stopped_arg;        /* for stopped_cb */
 };
 
 int session_init(struct agent_session *s, uv_loop_t *loop, const struct agent_config *cfg,
-		 SSL_CTX *tls);
+		 SSL_CTX *tls, struct spool *spool, struct commands *commands, const char *platform);
 void session_start(struct agent_session *s);
+/* New records are in the spool: send them if the session is streaming. */
+void session_kick(struct agent_session *s);
 /* Ends the session and stops reconnecting; stopped_cb once all is closed. */
 void session_stop(struct agent_session *s, void (*stopped_cb)(struct agent_session *s));
 

@@ -5,6 +5,8 @@
 #include "frame.h"
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+/* In enum spool_sync order. */
+static const char *const sync_modes[] = {"batch", "always", "none", NULL};
 
 #define K(section, name, type, field, flags, def, min, max, help)                           \
 	{section, name, type, offsetof(struct agent_config, field), flags, def, min, max, NULL, help}
@@ -37,6 +39,32 @@ static const struct config_key agent_keys[] = {
 	  "this agent's private key (PEM, mode 0600)"),
 	K("tls", "crl", CONFIG_PATH, crl_file, CONFIG_MUST_EXIST, NULL, 0, 0,
 	  "optional CRL (PEM)"),
+	K("probe", "backend", CONFIG_STRING, probe_backend, 0, "sim", 0, 0,
+	  "how the host is read: sim (a simulated host file) or win32"),
+	K("probe", "host_file", CONFIG_PATH, probe_host_file, 0, NULL, 0, 0,
+	  "sim: the simulated host's JSON file"),
+	K("probe", "rescan", CONFIG_DURATION, probe_rescan_ms, 0, "10s", 100, 3600000,
+	  "rescan interval, a safety net behind change notification"),
+	K("spool", "dir", CONFIG_PATH, spool_dir, CONFIG_REQUIRED, NULL, 0, 0,
+	  "directory of the durable spool (created 0700)"),
+	K("spool", "max_size", CONFIG_SIZE, spool_max, 0, "64M", 65536, 1ll << 40,
+	  "spool limit; when full the oldest events are dropped and counted"),
+	{"spool", "sync", CONFIG_ENUM, offsetof(struct agent_config, spool_sync), 0, "batch", 0, 0,
+	 sync_modes, "batch (fsync before each send), always (each record) or none (tests)"},
+	K("services", "watched", CONFIG_LIST, watched_services, 0,
+	  "MSExchangeSA, MSExchangeDS, MSExchangeIS, MSExchangeMTA, MSExchangeIMC, MSExchangeES", 0,
+	  0, "services reported in snapshots"),
+	K("events", "levels", CONFIG_LIST, event_levels, 0, "error, warning", 0, 0,
+	  "event types forwarded: error, warning, information, audit_success, audit_failure"),
+	K("events", "always", CONFIG_LIST, event_always, 0,
+	  "MSExchangePOP3/13003, MSExchangeIMAP4/13003", 0, 0,
+	  "SOURCE/ID forwarded whatever its type (the auth-privilege events)"),
+	K("commands", "replay_cache", CONFIG_PATH, replay_cache, 0, NULL, 0, 0,
+	  "file of command ids already seen (default: commands.seen in the spool dir)"),
+	K("commands", "restart_timeout", CONFIG_DURATION, restart_timeout_ms, 0, "2m", 1000,
+	  3600000, "how long a restarted service may take to reach RUNNING"),
+	K("commands", "clock_skew", CONFIG_DURATION, clock_skew_ms, 0, "5m", 0, 86400000,
+	  "allowed difference between this host's clock and a command's times"),
 };
 
 #define NKEYS (sizeof(agent_keys) / sizeof(agent_keys[0]))

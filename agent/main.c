@@ -6,7 +6,10 @@
 #include <openssl/pem.h>
 
 #include "agent.h"
+#include "collect.h"
+#include "command.h"
 #include "log.h"
+#include "util.h"
 #include "pki.h"
 
 static const char usage[] =
@@ -55,18 +58,125 @@ static int check_identity(const char *path, const struct agent_config *cfg)
 	return rc;
 }
 
-static uv_signal_t sigint, sigterm;
+/* The running agent: what it reads, what it keeps, whom it talks to. */
+struct agent {
+	const struct agent_config *cfg;
+	const struct probe_backend *backend;
+	struct probe *probe;
+	struct spool *spool;
+	struct collect collect;
+	struct commands commands;
+	struct agent_session session;
+	uv_timer_t again;       /* more events to collect: go on next turn */
+	uv_signal_t sigint, sigterm;
+	int stopping;
+};
+
+static void again_cb(uv_timer_t *t);
+
+static void collect_now(struct agent *a)
+{
+	if (a->stopping)
+		return;
+	int more = 0;
+	int n = collect_run(&a->collect, &more);
+	if (n > 0)
+		session_kick(&a->session);
+	/* Bounded work per turn: the rest after the loop has served I/O. */
+	if (more)
+		uv_timer_start(&a->again, again_cb, 0, 0);
+}
+
+static void again_cb(uv_timer_t *t)
+{
+	collect_now(t->data);
+}
+
+static void changed_cb(void *arg)
+{
+	collect_now(arg);
+}
+
+static void result_cb(void *arg)
+{
+	struct agent *a = arg;
+	/* A command may have changed the host: look now rather than at the
+	 * next notification. */
+	collect_now(a);
+	session_kick(&a->session);
+}
+
+static void probe_closed_cb(void *arg)
+{
+	struct agent *a = arg;
+	uv_close((uv_handle_t *)&a->sigint, NULL);
+	uv_close((uv_handle_t *)&a->sigterm, NULL);
+}
 
 static void stopped_cb(struct agent_session *s)
 {
-	uv_close((uv_handle_t *)&sigint, NULL);
-	uv_close((uv_handle_t *)&sigterm, NULL);
+	struct agent *a = s->stopped_arg;
+	commands_close(&a->commands);
+	uv_close((uv_handle_t *)&a->again, NULL);
+	a->backend->close(a->probe, probe_closed_cb, a);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum)
 {
+	struct agent *a = sig->data;
+	if (a->stopping)
+		return;
+	a->stopping = 1;
 	log_info("signal %d: stopping", signum);
-	session_stop(sig->data, stopped_cb);
+	a->session.stopped_arg = a;
+	session_stop(&a->session, stopped_cb);
+}
+
+/* Opens what the agent runs on; err says what failed. */
+static int agent_open(struct agent *a, uv_loop_t *loop, const struct agent_config *cfg,
+		      SSL_CTX *tls, char *err, size_t errlen)
+{
+	memset(a, 0, sizeof(*a));
+	a->cfg = cfg;
+	a->backend = probe_backend_find(cfg->probe_backend);
+	if (!a->backend) {
+		snprintf(err, errlen, "[probe] backend: '%s' is not built in (have: %s)",
+			 cfg->probe_backend, probe_backend_names());
+		return UV_EINVAL;
+	}
+	struct spool_options so = {.dir = cfg->spool_dir,
+				   .max_bytes = cfg->spool_max,
+				   .sync = (enum spool_sync)cfg->spool_sync};
+	char why[512];
+	if (spool_open(&a->spool, &so, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "[spool] %s", why);
+		return UV_EIO;
+	}
+	struct probe_settings ps = {.host_file = cfg->probe_host_file,
+				    .rescan_ms = cfg->probe_rescan_ms};
+	if (a->backend->open(&a->probe, loop, &ps, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "[probe] %s", why);
+		goto fail_spool;
+	}
+	if (collect_init(&a->collect, cfg, a->backend, a->probe, a->spool, err, errlen) < 0)
+		goto fail_probe;
+	if (commands_init(&a->commands, loop, cfg, &a->collect, result_cb, a, why, sizeof(why)) <
+	    0) {
+		snprintf(err, errlen, "[commands] %s", why);
+		goto fail_collect;
+	}
+	session_init(&a->session, loop, cfg, tls, a->spool, &a->commands, a->backend->name);
+	uv_timer_init(loop, &a->again);
+	a->again.data = a;
+	return 0;
+fail_collect:
+	collect_free(&a->collect);
+fail_probe:
+	a->backend->close(a->probe, NULL, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+fail_spool:
+	spool_close(a->spool);
+	return UV_EINVAL;
 }
 
 int main(int argc, char **argv)
@@ -74,6 +184,7 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	int check = 0;
 	log_set_prefix("exfleet-agent");
+	util_ignore_sigpipe();
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
 			path = argv[++i];
@@ -126,17 +237,28 @@ int main(int argc, char **argv)
 
 	log_init(stderr, (enum log_level)cfg.log_level);
 	uv_loop_t *loop = uv_default_loop();
-	struct agent_session session;
-	session_init(&session, loop, &cfg, tls);
-	uv_signal_init(loop, &sigint);
-	uv_signal_init(loop, &sigterm);
-	sigint.data = sigterm.data = &session;
-	uv_signal_start(&sigint, signal_cb, SIGINT);
-	uv_signal_start(&sigterm, signal_cb, SIGTERM);
-	log_info("agent %s %s starting: collector %s", cfg.host_id, EXFLEET_VERSION,
-		 cfg.collector_address);
-	session_start(&session);
+	struct agent a;
+	if (agent_open(&a, loop, &cfg, tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		uv_loop_close(loop);
+		goto out;
+	}
+	uv_signal_init(loop, &a.sigint);
+	uv_signal_init(loop, &a.sigterm);
+	a.sigint.data = a.sigterm.data = &a;
+	uv_signal_start(&a.sigint, signal_cb, SIGINT);
+	uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
+	log_info("agent %s %s starting: collector %s, probe %s, spool %s (%llu records "
+		 "unacknowledged, up to #%llu)",
+		 cfg.host_id, EXFLEET_VERSION, cfg.collector_address, a.backend->name,
+		 cfg.spool_dir, (unsigned long long)spool_records(a.spool),
+		 (unsigned long long)spool_highest(a.spool));
+	a.backend->watch(a.probe, changed_cb, &a);
+	collect_now(&a);
+	session_start(&a.session);
 	uv_run(loop, UV_RUN_DEFAULT);
+	collect_free(&a.collect);
+	spool_close(a.spool);
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("agent stopped");
 out:

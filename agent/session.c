@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "command.h"
 #include "log.h"
 #include "pki.h"
 #include "util.h"
@@ -18,6 +19,9 @@
 
 #define WELCOME_TIMEOUT_MS 30000
 #define SILENT_HEARTBEATS 3
+/* Records sent and not yet acknowledged, at most; and events per batch. */
+#define SEND_WINDOW 8192
+#define BATCH_EVENTS 256
 
 static void session_connect(struct agent_session *s);
 
@@ -74,6 +78,9 @@ static void send_heartbeat(struct agent_session *s)
 {
 	Exfleet__Heartbeat hb = EXFLEET__HEARTBEAT__INIT;
 	hb.sent_at_ms = util_now_ms();
+	hb.highest_sequence = spool_highest(s->spool);
+	hb.spool_dropped = spool_dropped(s->spool);
+	hb.spool_bytes = spool_bytes(s->spool);
 	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
 	m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT;
 	m.heartbeat = &hb;
@@ -96,6 +103,7 @@ static void tick_cb(uv_timer_t *t)
 	}
 	if (now - s->last_tx_ms >= (int64_t)s->heartbeat_ms - 50)
 		send_heartbeat(s);
+	session_kick(s);
 }
 
 static void send_hello(struct agent_session *s)
@@ -114,12 +122,15 @@ static void send_hello(struct agent_session *s)
 		wave.value = cfg->wave;
 		labels[nlabels++] = &wave;
 	}
-	char *caps[] = {"heartbeat"};
+	char *caps[] = {"spool", "commands"};
 	Exfleet__Hello h = EXFLEET__HELLO__INIT;
 	h.protocol_version = WIRE_PROTOCOL_VERSION;
 	h.host_id = cfg->host_id;
 	h.agent_version = EXFLEET_VERSION;
-	h.platform = "sim";
+	h.platform = (char *)s->platform;
+	h.highest_sequence = spool_highest(s->spool);
+	h.lowest_sequence = spool_lowest_unacked(s->spool);
+	h.spool_dropped = spool_dropped(s->spool);
 	h.n_capabilities = sizeof(caps) / sizeof(caps[0]);
 	h.capabilities = caps;
 	h.n_labels = nlabels;
@@ -131,6 +142,96 @@ static void send_hello(struct agent_session *s)
 		return;
 	set_state(s, SESSION_HELLO);
 	uv_timer_start(&s->timer, tick_cb, WELCOME_TIMEOUT_MS, 0);
+}
+
+static void on_ack(struct agent_session *s, uint64_t seq)
+{
+	char err[256];
+	if (seq > spool_highest(s->spool)) {
+		tls_conn_close(&s->conn, LOG_WARN,
+			       "protocol error: Ack #%llu beyond the highest record #%llu",
+			       (unsigned long long)seq, (unsigned long long)spool_highest(s->spool));
+		return;
+	}
+	if (spool_ack(s->spool, seq, err, sizeof(err)) < 0)
+		log_err("%s", err);
+}
+
+static void send_events(struct agent_session *s, Exfleet__Event **events, size_t *n)
+{
+	if (*n == 0)
+		return;
+	Exfleet__EventBatch b = EXFLEET__EVENT_BATCH__INIT;
+	b.events = events;
+	b.n_events = *n;
+	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
+	m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_EVENTS;
+	m.events = &b;
+	send_message(s, &m);
+	for (size_t i = 0; i < *n; i++)
+		exfleet__event__free_unpacked(events[i], NULL);
+	*n = 0;
+}
+
+/* A spooled snapshot or result, in its envelope. */
+static void send_record(struct agent_session *s, const struct spool_record *rec)
+{
+	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
+	if (rec->kind == SPOOL_SNAPSHOT) {
+		Exfleet__Snapshot *snap = exfleet__snapshot__unpack(NULL, rec->len, rec->payload);
+		if (snap) {
+			m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT;
+			m.snapshot = snap;
+			send_message(s, &m);
+			exfleet__snapshot__free_unpacked(snap, NULL);
+			return;
+		}
+	} else {
+		Exfleet__CommandResult *r =
+			exfleet__command_result__unpack(NULL, rec->len, rec->payload);
+		if (r) {
+			m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT;
+			m.command_result = r;
+			send_message(s, &m);
+			exfleet__command_result__free_unpacked(r, NULL);
+			return;
+		}
+	}
+	log_err("spool record #%llu does not decode: skipped", (unsigned long long)rec->seq);
+}
+
+/* Sends spooled records after sent_upto, in order: events in batches,
+ * snapshots and results one by one, while the window and the connection's
+ * write queue have room. Acks, drained writes and new records call again. */
+void session_kick(struct agent_session *s)
+{
+	if (s->state != SESSION_STREAMING)
+		return;
+	struct spool_iter it;
+	if (spool_iter_init(s->spool, &it, s->sent_upto) < 0)
+		return;
+	Exfleet__Event *batch[BATCH_EVENTS];
+	size_t n = 0;
+	struct spool_record rec;
+	while (s->state == SESSION_STREAMING &&
+	       s->sent_upto - spool_acked(s->spool) < SEND_WINDOW &&
+	       s->conn.write_queued < s->conn.limits.write_high / 2 &&
+	       spool_iter_next(&it, &rec) == 1) {
+		s->sent_upto = rec.seq;
+		if (rec.kind == SPOOL_EVENT) {
+			batch[n] = exfleet__event__unpack(NULL, rec.len, rec.payload);
+			if (!batch[n])
+				log_err("spool record #%llu does not decode: skipped",
+					(unsigned long long)rec.seq);
+			else if (++n == BATCH_EVENTS)
+				send_events(s, batch, &n);
+			continue;
+		}
+		send_events(s, batch, &n);
+		send_record(s, &rec);
+	}
+	send_events(s, batch, &n);
+	spool_iter_close(&it);
 }
 
 static void on_welcome(struct agent_session *s, const Exfleet__Welcome *w)
@@ -150,11 +251,24 @@ static void on_welcome(struct agent_session *s, const Exfleet__Welcome *w)
 	s->welcomes++;
 	backoff_reset(&s->backoff);
 	set_state(s, SESSION_STREAMING);
+	uint64_t stored = w->highest_stored_sequence;
+	uint64_t highest = spool_highest(s->spool);
 	log_msg(LOG_INFO, s->conn.peer,
-		"welcomed by collector %s: protocol %u, heartbeat %llu s, stored up to #%llu",
+		"welcomed by collector %s: protocol %u, heartbeat %llu s, stored up to #%llu, "
+		"spool up to #%llu",
 		w->collector_id, w->protocol_version, (unsigned long long)s->heartbeat_ms / 1000,
-		(unsigned long long)w->highest_stored_sequence);
+		(unsigned long long)stored, (unsigned long long)highest);
+	if (stored > highest)
+		log_err("the collector holds records up to #%llu but this agent's spool ends at "
+			"#%llu: the spool was reset, and the collector will take new records "
+			"up to #%llu for ones it has",
+			(unsigned long long)stored, (unsigned long long)highest,
+			(unsigned long long)stored);
+	/* What the collector already has leaves the spool; the rest is sent. */
+	on_ack(s, stored < highest ? stored : highest);
+	s->sent_upto = spool_acked(s->spool);
 	uv_timer_start(&s->timer, tick_cb, s->heartbeat_ms, s->heartbeat_ms);
+	session_kick(s);
 }
 
 static void conn_ready_cb(struct tls_conn *c)
@@ -187,10 +301,20 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 			on_welcome(s, m->welcome);
 		break;
 	case EXFLEET__COLLECTOR_MESSAGE__MSG_HEARTBEAT:
+		break;
 	case EXFLEET__COLLECTOR_MESSAGE__MSG_ACK:
+		if (s->state == SESSION_STREAMING) {
+			on_ack(s, m->ack->sequence);
+			session_kick(s);
+		}
 		break;
 	case EXFLEET__COLLECTOR_MESSAGE__MSG_COMMAND:
-		log_msg(LOG_WARN, c->peer, "command received, but this agent executes none yet");
+		if (s->state == SESSION_STREAMING) {
+			/* The command moves to the command queue with its memory. */
+			commands_receive(s->commands, m->command);
+			m->command = NULL;
+			m->msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG__NOT_SET;
+		}
 		break;
 	default:
 		break;
@@ -211,7 +335,15 @@ static void conn_close_cb(struct tls_conn *c)
 	session_backoff(s);
 }
 
-static const struct tls_conn_ops conn_ops = {conn_ready_cb, conn_frame_cb, conn_close_cb};
+static void conn_drained_cb(struct tls_conn *c)
+{
+	session_kick(c->data);
+}
+
+static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
+					     .frame_cb = conn_frame_cb,
+					     .close_cb = conn_close_cb,
+					     .drained_cb = conn_drained_cb};
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -265,12 +397,15 @@ static void session_connect(struct agent_session *s)
 }
 
 int session_init(struct agent_session *s, uv_loop_t *loop, const struct agent_config *cfg,
-		 SSL_CTX *tls)
+		 SSL_CTX *tls, struct spool *spool, struct commands *commands, const char *platform)
 {
 	memset(s, 0, sizeof(*s));
 	s->loop = loop;
 	s->cfg = cfg;
 	s->tls = tls;
+	s->spool = spool;
+	s->commands = commands;
+	s->platform = platform;
 	s->heartbeat_ms = cfg->heartbeat_ms;
 	uint64_t seed = (uint64_t)util_now_ms() ^ ((uint64_t)uv_os_getpid() << 32);
 	for (const char *p = cfg->host_id; *p; p++)

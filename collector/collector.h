@@ -8,6 +8,8 @@
 #include <uv.h>
 
 #include "config.h"
+#include "hostmap.h"
+#include "store.h"
 #include "tls.h"
 
 struct collector_config {
@@ -17,6 +19,9 @@ struct collector_config {
 	uint64_t heartbeat_ms;   /* interval the agents are told to keep */
 	uint64_t handshake_timeout_ms;
 	uint64_t max_frame;
+	char *store_path;
+	int64_t store_queue_high;
+	int64_t store_queue_low;
 	char *ca_file;
 	char *cert_file;
 	char *key_file;
@@ -39,6 +44,7 @@ struct agent_conn {
 	struct server *server;
 	enum agent_state state;
 	char host_id[65];
+	uint64_t acked;          /* highest sequence acknowledged on this session */
 	int64_t connected_ms;
 	int64_t last_rx_ms;
 	struct agent_conn *prev, *next;
@@ -55,12 +61,18 @@ struct server {
 	struct agent_conn *conns;
 	unsigned nconns;
 	unsigned nready;
+	struct hostmap sessions; /* host id -> its welcomed agent_conn */
+	struct store *store;
+	int readers_paused;      /* the store is behind: no session reads */
+	uint64_t pauses;         /* times that happened */
 	int stopping;
 	void (*stopped_cb)(struct server *srv);
 };
 
 int server_start(struct server *srv, uv_loop_t *loop, const struct collector_config *cfg,
-		 SSL_CTX *tls, char *err, size_t errlen);
+		 SSL_CTX *tls, struct store *store, char *err, size_t errlen);
+/* The store's committed callback: acknowledges what is now durable. */
+void server_committed(struct store_write *w, void *arg);
 /* Closes the listener and every session; stopped_cb once all are closed. */
 void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv));
 

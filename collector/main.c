@@ -5,6 +5,7 @@
 
 #include "collector.h"
 #include "log.h"
+#include "util.h"
 
 static const char usage[] =
 	"usage: exfleet-collector --config FILE [--check]\n"
@@ -20,11 +21,14 @@ static const char usage[] =
 	"Exit status: 0 on a clean stop, 1 on a configuration or start-up error, 2 on usage.\n";
 
 static uv_signal_t sigint, sigterm;
+static struct store *store;
 
 static void stopped_cb(struct server *srv)
 {
 	uv_close((uv_handle_t *)&sigint, NULL);
 	uv_close((uv_handle_t *)&sigterm, NULL);
+	/* Sessions are gone; commit what they sent, then close. */
+	store_close(store, NULL, NULL);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum)
@@ -38,6 +42,7 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	int check = 0;
 	log_set_prefix("exfleet-collector");
+	util_ignore_sigpipe();
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
 			path = argv[++i];
@@ -87,8 +92,18 @@ int main(int argc, char **argv)
 	log_init(stderr, (enum log_level)cfg.log_level);
 	uv_loop_t *loop = uv_default_loop();
 	struct server srv;
-	if (server_start(&srv, loop, &cfg, tls, err, sizeof(err)) < 0) {
+	struct store_options so;
+	store_options_default(&so);
+	so.path = cfg.store_path;
+	so.queue_high = (size_t)cfg.store_queue_high;
+	so.queue_low = (size_t)cfg.store_queue_low;
+	if (store_open(&store, loop, &so, server_committed, &srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: [store] %s\n", path, err);
+		goto out;
+	}
+	if (server_start(&srv, loop, &cfg, tls, store, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", path, err);
+		store_close(store, NULL, NULL);
 		uv_run(loop, UV_RUN_DEFAULT);
 		uv_loop_close(loop);
 		goto out;
@@ -98,8 +113,8 @@ int main(int argc, char **argv)
 	sigint.data = sigterm.data = &srv;
 	uv_signal_start(&sigint, signal_cb, SIGINT);
 	uv_signal_start(&sigterm, signal_cb, SIGTERM);
-	log_info("collector %s %s listening for agents on %s", cfg.id, EXFLEET_VERSION,
-		 srv.bound);
+	log_info("collector %s %s listening for agents on %s, store %s", cfg.id,
+		 EXFLEET_VERSION, srv.bound, cfg.store_path);
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");

@@ -36,12 +36,14 @@ static void maybe_stopped(struct server *srv)
 {
 	if (srv->stopping && srv->nconns == 0 && uv_is_closing((uv_handle_t *)&srv->listener)) {
 		uv_close((uv_handle_t *)&srv->sweep, NULL);
+		hostmap_free(&srv->sessions);
 		if (srv->stopped_cb)
 			srv->stopped_cb(srv);
 	}
 }
 
-static void send_welcome(struct agent_conn *a, const char *error)
+/* Welcomes an agent, or refuses it when error is set. */
+static void welcome(struct agent_conn *a, const char *error, uint64_t stored)
 {
 	const struct collector_config *cfg = a->server->cfg;
 	Exfleet__Welcome w = EXFLEET__WELCOME__INIT;
@@ -51,6 +53,7 @@ static void send_welcome(struct agent_conn *a, const char *error)
 	w.heartbeat_interval_s = (uint32_t)(cfg->heartbeat_ms / 1000);
 	w.max_frame_size = (uint32_t)cfg->max_frame;
 	w.error = (char *)(error ? error : "");
+	w.highest_stored_sequence = stored;
 	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
 	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_WELCOME;
 	m.welcome = &w;
@@ -60,11 +63,12 @@ static void send_welcome(struct agent_conn *a, const char *error)
 /* Refuses a Hello: the agent is told why, then the session closes. */
 static void refuse(struct agent_conn *a, const char *why)
 {
-	send_welcome(a, why);
+	welcome(a, why, 0);
 	tls_conn_close(&a->conn, LOG_WARN, "refused: %s", why);
 }
 
-static void on_hello(struct agent_conn *a, const Exfleet__Hello *h)
+/* Checks a Hello and welcomes the agent: 0, or negative when refused. */
+static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 {
 	struct server *srv = a->server;
 	char why[256];
@@ -73,35 +77,46 @@ static void on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 			 "protocol version %u is not supported; this collector speaks %u",
 			 h->protocol_version, WIRE_PROTOCOL_VERSION);
 		refuse(a, why);
-		return;
+		return -1;
 	}
 	if (strcmp(h->host_id, a->conn.peer_name) != 0) {
 		snprintf(why, sizeof(why),
 			 "Hello names host '%.64s' but the certificate is for '%s'", h->host_id,
 			 a->conn.peer_name);
 		refuse(a, why);
-		return;
+		return -1;
 	}
 	/* One session per host: the newest wins, since the older one is most
 	 * likely a connection the agent has already given up on. */
-	for (struct agent_conn *o = srv->conns; o; o = o->next) {
-		if (o != a && o->state == AGENT_READY && strcmp(o->host_id, h->host_id) == 0) {
-			tls_conn_close(&o->conn, LOG_INFO, "replaced by a new session from %s",
-				       a->conn.addr);
-			break;
-		}
+	struct agent_conn *old = hostmap_get(&srv->sessions, h->host_id);
+	if (old)
+		tls_conn_close(&old->conn, LOG_INFO, "replaced by a new session from %s",
+			       a->conn.addr);
+	uint64_t stored = 0;
+	if (store_host_highest(srv->store, h->host_id, &stored) < 0) {
+		refuse(a, "the collector cannot read its store; try again later");
+		return -1;
 	}
 	snprintf(a->host_id, sizeof(a->host_id), "%s", h->host_id);
+	if (hostmap_put(&srv->sessions, a->host_id, a) < 0) {
+		tls_conn_close(&a->conn, LOG_ERR, "out of memory");
+		return -1;
+	}
 	a->state = AGENT_READY;
+	a->acked = stored;
 	srv->nready++;
 	char labels[160] = "";
 	size_t used = 0;
 	for (size_t i = 0; i < h->n_labels && used < sizeof(labels); i++)
 		used += (size_t)snprintf(labels + used, sizeof(labels) - used, " %.32s=%.32s",
 					 h->labels[i]->key, h->labels[i]->value);
-	log_msg(LOG_INFO, a->conn.peer, "Hello: agent %.32s on %.64s%s; welcomed (%u online)",
-		h->agent_version, h->platform, labels, srv->nready);
-	send_welcome(a, NULL);
+	log_msg(LOG_INFO, a->conn.peer,
+		"Hello: agent %.32s on %.64s%s, holds up to #%llu; stored up to #%llu; "
+		"welcomed (%u online)",
+		h->agent_version, h->platform, labels, (unsigned long long)h->highest_sequence,
+		(unsigned long long)stored, srv->nready);
+	welcome(a, NULL, stored);
+	return 0;
 }
 
 static void on_heartbeat(struct agent_conn *a)
@@ -124,6 +139,63 @@ static void conn_ready_cb(struct tls_conn *c)
 	}
 	a->state = AGENT_HELLO;
 	a->last_rx_ms = util_now_ms();
+	if (a->server->readers_paused)
+		tls_conn_pause(c, TLS_PAUSE_OWNER);
+}
+
+static void pause_readers(struct server *srv, int pause)
+{
+	srv->readers_paused = pause;
+	for (struct agent_conn *a = srv->conns; a; a = a->next) {
+		if (pause)
+			tls_conn_pause(&a->conn, TLS_PAUSE_OWNER);
+		else
+			tls_conn_resume(&a->conn, TLS_PAUSE_OWNER);
+	}
+}
+
+/* Hands a message with records to the store; ownership of m goes with it.
+ * The records are acknowledged once committed (server_committed). */
+static void submit(struct agent_conn *a, Exfleet__AgentMessage *m)
+{
+	struct server *srv = a->server;
+	struct store_write *w = calloc(1, sizeof(*w));
+	if (!w) {
+		exfleet__agent_message__free_unpacked(m, NULL);
+		tls_conn_close(&a->conn, LOG_ERR, "out of memory");
+		return;
+	}
+	snprintf(w->host_id, sizeof(w->host_id), "%s", a->host_id);
+	w->msg = m;
+	w->received_ms = a->last_rx_ms;
+	size_t depth = store_submit(srv->store, w);
+	/* The store is behind: stop reading from every agent rather than
+	 * buffer without bound; agents keep their records spooled. */
+	if (depth >= (size_t)srv->cfg->store_queue_high && !srv->readers_paused) {
+		log_warn("store is behind (%zu messages queued): pausing agent sessions", depth);
+		srv->pauses++;
+		pause_readers(srv, 1);
+	}
+}
+
+void server_committed(struct store_write *w, void *arg)
+{
+	struct server *srv = arg;
+	struct agent_conn *a = hostmap_get(&srv->sessions, w->host_id);
+	if (w->status == 0 && a && a->state == AGENT_READY && w->highest_seq > a->acked) {
+		Exfleet__Ack ack = EXFLEET__ACK__INIT;
+		ack.sequence = w->highest_seq;
+		Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
+		m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_ACK;
+		m.ack = &ack;
+		if (wire_send_collector(&a->conn, &m) == 0)
+			a->acked = w->highest_seq;
+	}
+	if (srv->readers_paused &&
+	    store_queue_depth(srv->store) <= (size_t)srv->cfg->store_queue_low) {
+		log_info("store caught up: agent sessions read again");
+		pause_readers(srv, 0);
+	}
 }
 
 static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len)
@@ -138,15 +210,25 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 	a->last_rx_ms = util_now_ms();
 	log_msg(LOG_DEBUG, c->peer, "received %s", wire_agent_kind(m));
 	if (a->state == AGENT_HELLO) {
-		if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HELLO)
-			on_hello(a, m->hello);
-		else
+		if (m->msg_case != EXFLEET__AGENT_MESSAGE__MSG_HELLO) {
 			tls_conn_close(c, LOG_WARN, "protocol error: %s before Hello",
 				       wire_agent_kind(m));
-	} else if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HELLO) {
-		tls_conn_close(c, LOG_WARN, "protocol error: a second Hello");
-	} else if (m->msg_case == EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT) {
-		on_heartbeat(a);
+		} else if (on_hello(a, m->hello) == 0) {
+			submit(a, m);
+			return;
+		}
+	} else {
+		switch (m->msg_case) {
+		case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
+			tls_conn_close(c, LOG_WARN, "protocol error: a second Hello");
+			break;
+		case EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT:
+			on_heartbeat(a);
+			break;
+		default:
+			submit(a, m);
+			return;
+		}
 	}
 	exfleet__agent_message__free_unpacked(m, NULL);
 }
@@ -155,14 +237,17 @@ static void conn_close_cb(struct tls_conn *c)
 {
 	struct agent_conn *a = c->data;
 	struct server *srv = a->server;
-	if (a->state == AGENT_READY)
+	if (a->state == AGENT_READY) {
 		srv->nready--;
+		hostmap_remove(&srv->sessions, a->host_id, a);
+	}
 	conns_unlink(srv, a);
 	free(a);
 	maybe_stopped(srv);
 }
 
-static const struct tls_conn_ops conn_ops = {conn_ready_cb, conn_frame_cb, conn_close_cb};
+static const struct tls_conn_ops conn_ops = {
+	.ready_cb = conn_ready_cb, .frame_cb = conn_frame_cb, .close_cb = conn_close_cb};
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -201,10 +286,12 @@ static void sweep_cb(uv_timer_t *t)
 }
 
 int server_start(struct server *srv, uv_loop_t *loop, const struct collector_config *cfg,
-		 SSL_CTX *tls, char *err, size_t errlen)
+		 SSL_CTX *tls, struct store *store, char *err, size_t errlen)
 {
 	memset(srv, 0, sizeof(*srv));
 	srv->loop = loop;
+	srv->store = store;
+	hostmap_init(&srv->sessions);
 	srv->cfg = cfg;
 	srv->tls = tls;
 	tls_limits_default(&srv->limits);

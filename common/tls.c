@@ -158,6 +158,8 @@ static void write_cb(uv_write_t *req, int status)
 	}
 	if ((c->paused & TLS_PAUSE_WRITE) && c->write_queued <= c->limits.write_low)
 		tls_conn_resume(c, TLS_PAUSE_WRITE);
+	if (c->write_queued == 0 && c->state == TLS_READY && c->ops->drained_cb)
+		c->ops->drained_cb(c);
 }
 
 /* Moves whatever OpenSSL produced to the socket. */

@@ -62,6 +62,9 @@ struct tls_conn_ops {
 	void (*frame_cb)(struct tls_conn *c, const uint8_t *payload, size_t len);
 	/* Every handle is closed: the owner may free c now. */
 	void (*close_cb)(struct tls_conn *c);
+	/* Optional: everything queued has been written (a producer that
+	 * paused on write_queued may go on). */
+	void (*drained_cb)(struct tls_conn *c);
 };
 
 struct tls_conn {

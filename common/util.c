@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,4 +241,11 @@ int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
 	host[hlen] = '\0';
 	memcpy(port, p, plen + 1);
 	return 0;
+}
+
+void util_ignore_sigpipe(void)
+{
+#ifndef _WIN32
+	signal(SIGPIPE, SIG_IGN);
+#endif
 }

@@ -36,5 +36,9 @@ void util_hex(const uint8_t *in, size_t len, char *out);
 int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
 			size_t port_len);
 
+/* A peer that vanishes must cost one connection, not the process: writes to
+ * a closed socket return EPIPE instead of raising SIGPIPE. */
+void util_ignore_sigpipe(void);
+
 #endif
 

@@ -1,16 +1,18 @@
 #!/bin/sh
-# The demo: a private CA, a collector and two agents on this machine, which
-# complete mutual-TLS handshakes and exchange Hello, Welcome and heartbeats.
+# The demo: a simulated fleet (exfleet-sim), a collector with SQLite and one
+# agent per host, all on this machine over mutual TLS. One host is promoted
+# to a domain controller (KB Q255269) and its POP3 users try to log on; the
+# demo shows what the collector stored.
 #
 #   deploy/demo.sh BIN_DIR          (make demo runs it with build/bin)
-# Environment: EXFLEET_DEMO_DIR (default /tmp/exfleet-demo), EXFLEET_DEMO_PORT
-# (default 17443), EXFLEET_DEMO_SECONDS (default 8).
+# Environment: EXFLEET_DEMO_DIR (default /tmp/exfleet-demo), EXFLEET_DEMO_HOSTS
+# (default 4), EXFLEET_DEMO_PORT (default 17443).
 set -eu
 
 bin=$(cd "${1:-build/bin}" && pwd)
 dir=${EXFLEET_DEMO_DIR:-/tmp/exfleet-demo}
+hosts=${EXFLEET_DEMO_HOSTS:-4}
 port=${EXFLEET_DEMO_PORT:-17443}
-seconds=${EXFLEET_DEMO_SECONDS:-8}
 pids=""
 
 cleanup() {
@@ -20,80 +22,41 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say() { printf '\n== %s\n' "$*"; }
+db() { sqlite3 -readonly "$dir/collector.db" "$@"; }
 
 rm -rf "$dir"
+say "A simulated fleet of $hosts Exchange 5.5 servers, with a private CA"
+"$bin/exfleet-sim" create "$dir" --hosts "$hosts" --waves 2 --seed 1 \
+	--collector "127.0.0.1:$port" --collector-name localhost
 mkdir -p "$dir/logs"
 
-say "A private CA and certificates (exfleetctl pki)"
-"$bin/exfleetctl" pki init --dir "$dir/pki"
-"$bin/exfleetctl" pki issue collector localhost --dir "$dir/pki"
-for host in EXCH01 EXCH02; do
-	"$bin/exfleetctl" pki issue agent "$host" --dir "$dir/pki"
-done
-
-cat >"$dir/collector.ini" <<INI
-[collector]
-id = localhost
-log_level = debug
-listen = 127.0.0.1:$port
-
-[agents]
-heartbeat = 2s
-
-[tls]
-ca = pki/ca.crt
-cert = pki/collector/localhost.crt
-key = pki/collector/localhost.key
-crl = pki/crl.pem
-INI
-
-wave=1
-for host in EXCH01 EXCH02; do
-	cat >"$dir/$host.ini" <<INI
-[agent]
-host_id = $host
-site = paris
-wave = $wave
-
-[collector]
-address = 127.0.0.1:$port
-name = localhost
-
-[tls]
-ca = pki/ca.crt
-cert = pki/agent/$host.crt
-key = pki/agent/$host.key
-INI
-	wave=$((wave + 1))
-done
-
-say "Checking the configurations"
-"$bin/exfleet-collector" --config "$dir/collector.ini" --check
-for host in EXCH01 EXCH02; do
-	"$bin/exfleet-agent" --config "$dir/$host.ini" --check
-done
-
-say "Starting the collector and two agents for $seconds s"
+say "Starting the collector and $hosts agents"
 "$bin/exfleet-collector" --config "$dir/collector.ini" 2>"$dir/logs/collector.log" &
 pids="$pids $!"
 sleep 0.5
-for host in EXCH01 EXCH02; do
-	"$bin/exfleet-agent" --config "$dir/$host.ini" 2>"$dir/logs/$host.log" &
+for ini in "$dir"/agents/*.ini; do
+	host=$(basename "$ini" .ini)
+	"$bin/exfleet-agent" --config "$ini" 2>"$dir/logs/$host.log" &
 	pids="$pids $!"
 done
-sleep "$seconds"
+sleep 2
+grep "welcomed" "$dir/logs/collector.log" | sed 's/^[^ ]* //'
+
+first=$(cd "$dir/hosts" && ls | head -n 1 | sed 's/\.json$//')
+say "dcpromo on $first, then a reboot and 20 POP3 logons"
+"$bin/exfleet-sim" dcpromo "$dir/hosts/$first.json"
+"$bin/exfleet-sim" logon "$dir/hosts/$first.json" --pop3 20 --imap 5
+sleep 2
+
+say "What the collector stored"
+db -header -column "SELECT host_id, site, wave, CASE WHEN role >= 5 THEN 'DC' ELSE 'member' END AS role,
+	highest_seq AS records FROM hosts ORDER BY host_id"
+echo
+db -header -column "SELECT name, CASE state WHEN 4 THEN 'running' WHEN 1 THEN 'stopped' ELSE state END AS state,
+	win32_exit_code AS exit, logon_account, account_status FROM services WHERE host_id = '$first'"
+echo
+db -header -column "SELECT source, event_id, COUNT(*) AS n FROM events WHERE host_id = '$first'
+	GROUP BY source, event_id ORDER BY n DESC"
 cleanup
 pids=""
-
-say "Collector log"
-cat "$dir/logs/collector.log"
-for host in EXCH01 EXCH02; do
-	say "Agent $host log"
-	cat "$dir/logs/$host.log"
-done
-
-welcomed=$(grep -c 'welcomed (' "$dir/logs/collector.log" || true)
-say "Result"
-echo "$welcomed agents completed the mutual-TLS handshake and were welcomed."
-echo "Certificates, configurations and logs are in $dir"
-[ "$welcomed" -ge 2 ]
+say "Data and logs are in $dir"

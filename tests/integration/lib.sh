@@ -79,11 +79,18 @@ INI
 	before=$(grep -c "listening for agents" "$WORK/collector.log" 2>/dev/null || true)
 	start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
 	wait_log "$WORK/collector.log" "listening for agents" $((${before:-0} + 1))
-	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.*:\([0-9]*\)$/\1/')
+	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.* on [^ ]*:\([0-9]*\),.*/\1/')
 }
 
-# make_agent_config FILE_NAME HOST_ID PORT [CERT_NAME]
+# make_agent_config FILE_NAME HOST_ID PORT [CERT_NAME]: an agent reading a
+# simulated host (a copy of one host that exfleet-sim made).
 make_agent_config() {
+	if [ ! -f "$WORK/template.json" ]; then
+		"$BIN/exfleet-sim" create "$WORK/template" --hosts 1 --waves 1 >/dev/null
+		cp "$WORK/template/hosts/EXCH001.json" "$WORK/template.json"
+	fi
+	mkdir -p "$WORK/hosts"
+	cp "$WORK/template.json" "$WORK/hosts/$1.json"
 	cat >"$WORK/$1.ini" <<INI
 [agent]
 host_id = $2
@@ -97,5 +104,36 @@ reconnect_max = 1s
 ca = pki/ca.crt
 cert = pki/agent/${4:-$2}.crt
 key = pki/agent/${4:-$2}.key
+[probe]
+host_file = hosts/$1.json
+[spool]
+dir = spool/$1
 INI
+}
+
+# run_collector INI [PORT]: starts the collector with INI, listening on PORT
+# (one the system picks when none is given), and sets PORT to the port used.
+run_collector() {
+	ini=$1
+	sed -i "s/^listen = .*/listen = 127.0.0.1:${2:-0}/" "$ini"
+	before=$(grep -c "listening for agents" "$WORK/collector.log" 2>/dev/null || true)
+	start collector "$BIN/exfleet-collector" --config "$ini"
+	wait_log "$WORK/collector.log" "listening for agents" $((${before:-0} + 1))
+	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.* on [^ ]*:\([0-9]*\),.*/\1/')
+}
+
+# sql DB QUERY: one value from the collector's database.
+sql() {
+	sqlite3 -readonly "$1" "$2"
+}
+
+# wait_sql DB QUERY WANT [SECONDS]: until QUERY returns WANT.
+wait_sql() {
+	end=$(($(date +%s) + ${4:-30}))
+	while :; do
+		got=$(sql "$1" "$2" 2>/dev/null || true)
+		[ "$got" = "$3" ] && return 0
+		[ "$(date +%s)" -ge "$end" ] && fail "$2: wanted $3, got '$got'"
+		sleep 0.2
+	done
 }

@@ -87,7 +87,8 @@ static void side_close_cb(struct tls_conn *c)
 	free(t);
 }
 
-static const struct tls_conn_ops side_ops = {side_ready_cb, side_frame_cb, side_close_cb};
+static const struct tls_conn_ops side_ops = {
+	.ready_cb = side_ready_cb, .frame_cb = side_frame_cb, .close_cb = side_close_cb};
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -526,7 +527,8 @@ static void flood_close_cb(struct tls_conn *c)
 	side_close_cb(c);
 }
 
-static const struct tls_conn_ops flood_ops = {flood_ready_cb, side_frame_cb, flood_close_cb};
+static const struct tls_conn_ops flood_ops = {
+	.ready_cb = flood_ready_cb, .frame_cb = side_frame_cb, .close_cb = flood_close_cb};
 
 static void on_flood_connection(uv_stream_t *server, int status)
 {

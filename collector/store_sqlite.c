@@ -1,0 +1,725 @@
+/* The store on SQLite: WAL mode, one writer thread, batched transactions. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+/* Each entry moves the schema up one version (PRAGMA user_version). Never
+ * edit one that has shipped: add the next. */
+static const char *const migrations[] = {
+	/* 1: the first schema */
+	"CREATE TABLE hosts ("
+	"  host_id TEXT PRIMARY KEY,"
+	"  site TEXT, wave TEXT,"                  /* from agent labels */
+	"  agent_version TEXT, platform TEXT,"
+	"  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+	"  highest_seq INTEGER NOT NULL DEFAULT 0,"
+	"  spool_dropped INTEGER NOT NULL DEFAULT 0,"
+	"  sealing_key BLOB, sealing_key_sig BLOB,"
+	"  snapshot_seq INTEGER NOT NULL DEFAULT 0, snapshot BLOB,"
+	"  observed_at INTEGER, role INTEGER, domain TEXT, role_changed_at INTEGER,"
+	"  promoted_at INTEGER, sam_present INTEGER,"
+	"  exchange_version TEXT, exchange_sp INTEGER, sp_needs_reapply INTEGER,"
+	"  status TEXT, evidence TEXT, status_since INTEGER"
+	");"
+	"CREATE TABLE services ("
+	"  host_id TEXT NOT NULL, name TEXT NOT NULL, display_name TEXT,"
+	"  state INTEGER, start_type INTEGER, logon_account TEXT,"
+	"  win32_exit_code INTEGER, service_exit_code INTEGER,"
+	"  account_status INTEGER, rights TEXT, rights_error INTEGER,"
+	"  PRIMARY KEY (host_id, name)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE snapshots ("
+	"  host_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+	"  observed_at INTEGER, received_at INTEGER NOT NULL, body BLOB NOT NULL,"
+	"  PRIMARY KEY (host_id, seq)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE events ("
+	"  host_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+	"  record_number INTEGER, log TEXT, source TEXT, event_id INTEGER,"
+	"  type INTEGER, category INTEGER, category_name TEXT,"
+	"  time_generated INTEGER, strings TEXT, message TEXT, computer TEXT,"
+	"  received_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (host_id, seq)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX events_by_signature ON events (host_id, source, event_id, time_generated);"
+	"CREATE INDEX events_by_time ON events (received_at);"
+	"CREATE TABLE command_results ("
+	"  host_id TEXT NOT NULL, seq INTEGER NOT NULL, command_id TEXT NOT NULL,"
+	"  status INTEGER, reason TEXT, steps TEXT,"
+	"  started_at INTEGER, finished_at INTEGER, received_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (host_id, seq)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE commands ("
+	"  command_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, action TEXT NOT NULL,"
+	"  issuer TEXT NOT NULL, issued_at INTEGER, expires_at INTEGER,"
+	"  state TEXT NOT NULL, state_since INTEGER NOT NULL, envelope BLOB NOT NULL"
+	");"
+	"CREATE INDEX commands_by_host ON commands (host_id, state);"
+	"CREATE TABLE status_history ("
+	"  host_id TEXT NOT NULL, at INTEGER NOT NULL, status TEXT NOT NULL, evidence TEXT"
+	");"
+	"CREATE INDEX status_history_by_host ON status_history (host_id, at);"
+	"CREATE TABLE waves ("
+	"  host_id TEXT PRIMARY KEY, wave TEXT NOT NULL, planned_date TEXT"
+	");"
+	"CREATE TABLE audit ("
+	"  id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL,"
+	"  action TEXT NOT NULL, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL"
+	");",
+};
+
+#define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+enum {
+	ST_HELLO,
+	ST_SNAPSHOT_INSERT,
+	ST_SNAPSHOT_CURRENT,
+	ST_SERVICES_DELETE,
+	ST_SERVICE_INSERT,
+	ST_EVENT_INSERT,
+	ST_RESULT_INSERT,
+	ST_HIGHEST_UPDATE,
+	ST_HIGHEST_SELECT,
+	ST_COUNT
+};
+
+static const char *const statements[ST_COUNT] = {
+	[ST_HELLO] =
+		"INSERT INTO hosts (host_id, site, wave, agent_version, platform, first_seen,"
+		" last_seen, spool_dropped, sealing_key, sealing_key_sig)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
+		" ON CONFLICT (host_id) DO UPDATE SET site = ?2, wave = ?3, agent_version = ?4,"
+		" platform = ?5, last_seen = ?6, spool_dropped = ?7, sealing_key = ?8,"
+		" sealing_key_sig = ?9",
+	[ST_SNAPSHOT_INSERT] =
+		"INSERT OR IGNORE INTO snapshots (host_id, seq, observed_at, received_at, body)"
+		" VALUES (?1, ?2, ?3, ?4, ?5)",
+	/* Only a newer snapshot replaces the current state; a promotion time
+	 * is the role change the agent saw, else the first snapshot showing
+	 * a domain controller. */
+	[ST_SNAPSHOT_CURRENT] =
+		"UPDATE hosts SET snapshot_seq = ?2, snapshot = ?3, observed_at = ?4, role = ?5,"
+		" domain = ?6, role_changed_at = ?7, sam_present = ?8, exchange_version = ?9,"
+		" exchange_sp = ?10, sp_needs_reapply = ?11,"
+		" promoted_at = CASE WHEN ?5 >= 5 THEN COALESCE(NULLIF(?7, 0), promoted_at, ?4)"
+		" ELSE NULL END"
+		" WHERE host_id = ?1 AND snapshot_seq < ?2",
+	[ST_SERVICES_DELETE] = "DELETE FROM services WHERE host_id = ?1",
+	[ST_SERVICE_INSERT] =
+		"INSERT OR REPLACE INTO services (host_id, name, display_name, state, start_type,"
+		" logon_account, win32_exit_code, service_exit_code, account_status, rights,"
+		" rights_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_EVENT_INSERT] =
+		"INSERT OR IGNORE INTO events (host_id, seq, record_number, log, source, event_id,"
+		" type, category, category_name, time_generated, strings, message, computer,"
+		" received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+	[ST_RESULT_INSERT] =
+		"INSERT OR IGNORE INTO command_results (host_id, seq, command_id, status, reason,"
+		" steps, started_at, finished_at, received_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_HIGHEST_UPDATE] =
+		"UPDATE hosts SET highest_seq = MAX(highest_seq, ?2), last_seen = ?3"
+		" WHERE host_id = ?1",
+	[ST_HIGHEST_SELECT] = "SELECT highest_seq FROM hosts WHERE host_id = ?1",
+};
+
+struct store {
+	uv_loop_t *loop;
+	struct store_options opts;
+	char path[1024];
+	sqlite3 *wdb;                    /* the writer thread's */
+	sqlite3 *rdb;                    /* the loop's, for reads */
+	sqlite3_stmt *st[ST_COUNT];      /* prepared on wdb */
+	sqlite3_stmt *read_highest;      /* prepared on rdb */
+	store_committed_cb committed_cb;
+	void *arg;
+
+	uv_thread_t thread;
+	uv_mutex_t lock;
+	uv_cond_t wake;
+	struct store_write *queue, *queue_tail; /* for the writer */
+	struct store_write *done, *done_tail;   /* back to the loop */
+	size_t pending;                  /* submitted, not yet reported back */
+	int stopping;
+	uv_async_t async;
+	uint64_t committed, transactions;
+
+	void (*closed_cb)(void *arg);
+	void *closed_arg;
+};
+
+void store_options_default(struct store_options *o)
+{
+	o->path = "collector.db";
+	o->queue_high = 4096;
+	o->queue_low = 1024;
+	o->batch_max = 2048;
+}
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_db(const char *path, sqlite3 **db, char *err, size_t errlen)
+{
+	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					   SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot open: %s", path,
+			 *db ? sqlite3_errmsg(*db) : "out of memory");
+		sqlite3_close(*db);
+		*db = NULL;
+		return -1;
+	}
+	sqlite3_busy_timeout(*db, 5000);
+	/* An acknowledged record must survive power loss, so commits are
+	 * synced (FULL); batching keeps that affordable. */
+	char why[256];
+	if (exec(*db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+		      "PRAGMA foreign_keys = ON;", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		sqlite3_close(*db);
+		*db = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int migrate(struct store *st, char *err, size_t errlen)
+{
+	sqlite3_stmt *s;
+	int version = 0;
+	if (sqlite3_prepare_v2(st->wdb, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (version > NMIGRATIONS) {
+		snprintf(err, errlen,
+			 "%s: schema version %d is newer than this collector knows (%d); "
+			 "run a newer exfleet-collector",
+			 st->path, version, NMIGRATIONS);
+		return -1;
+	}
+	for (; version < NMIGRATIONS; version++) {
+		char why[512], sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+		if (exec(st->wdb, "BEGIN IMMEDIATE", why, sizeof(why)) < 0 ||
+		    exec(st->wdb, migrations[version], why, sizeof(why)) < 0 ||
+		    exec(st->wdb, sql, why, sizeof(why)) < 0 ||
+		    exec(st->wdb, "COMMIT", why, sizeof(why)) < 0) {
+			exec(st->wdb, "ROLLBACK", sql, sizeof(sql));
+			snprintf(err, errlen, "%s: migration to schema version %d failed: %s",
+				 st->path, version + 1, why);
+			return -1;
+		}
+		log_info("store: %s at schema version %d", st->path, version + 1);
+	}
+	return 0;
+}
+
+/* ---- the writer thread ---- */
+
+static void bind_text(sqlite3_stmt *s, int i, const char *text)
+{
+	if (text && text[0])
+		sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+static void bind_blob(sqlite3_stmt *s, int i, const ProtobufCBinaryData *b)
+{
+	if (b->len)
+		sqlite3_bind_blob(s, i, b->data, (int)b->len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+static int step(struct store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_err("store: %s: %s", sqlite3_sql(s), sqlite3_errmsg(st->wdb));
+		return -1;
+	}
+	return 0;
+}
+
+/* The strings of a repeated field as a JSON array. */
+static char *json_strings(char **items, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(items[i] ? items[i] : ""));
+	char *text = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
+static const char *label(const Exfleet__Hello *h, const char *key)
+{
+	for (size_t i = 0; i < h->n_labels; i++)
+		if (strcmp(h->labels[i]->key, key) == 0)
+			return h->labels[i]->value;
+	return NULL;
+}
+
+static int write_hello(struct store *st, const struct store_write *w, const Exfleet__Hello *h)
+{
+	sqlite3_stmt *s = st->st[ST_HELLO];
+	sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+	bind_text(s, 2, label(h, "site"));
+	bind_text(s, 3, label(h, "wave"));
+	bind_text(s, 4, h->agent_version);
+	bind_text(s, 5, h->platform);
+	sqlite3_bind_int64(s, 6, w->received_ms);
+	sqlite3_bind_int64(s, 7, (sqlite3_int64)h->spool_dropped);
+	bind_blob(s, 8, &h->sealing_public_key);
+	bind_blob(s, 9, &h->sealing_key_signature);
+	return step(st, s);
+}
+
+static int write_services(struct store *st, const char *host_id, const Exfleet__Snapshot *snap)
+{
+	sqlite3_stmt *s = st->st[ST_SERVICES_DELETE];
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	if (step(st, s) < 0)
+		return -1;
+	s = st->st[ST_SERVICE_INSERT];
+	for (size_t i = 0; i < snap->n_services; i++) {
+		const Exfleet__Service *svc = snap->services[i];
+		char *rights = json_strings(svc->account_rights, svc->n_account_rights);
+		sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, svc->name, -1, SQLITE_STATIC);
+		bind_text(s, 3, svc->display_name);
+		sqlite3_bind_int(s, 4, svc->state);
+		sqlite3_bind_int(s, 5, svc->start_type);
+		bind_text(s, 6, svc->logon_account);
+		sqlite3_bind_int64(s, 7, svc->win32_exit_code);
+		sqlite3_bind_int64(s, 8, svc->service_exit_code);
+		sqlite3_bind_int(s, 9, svc->account_status);
+		sqlite3_bind_text(s, 10, rights, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 11, svc->rights_error);
+		free(rights);
+		if (step(st, s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int write_snapshot(struct store *st, const struct store_write *w,
+			  const Exfleet__Snapshot *snap)
+{
+	size_t len = exfleet__snapshot__get_packed_size(snap);
+	uint8_t *body = malloc(len ? len : 1);
+	if (!body)
+		return -1;
+	exfleet__snapshot__pack(snap, body);
+	int rc = -1;
+	sqlite3_stmt *s = st->st[ST_SNAPSHOT_INSERT];
+	sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)snap->sequence);
+	sqlite3_bind_int64(s, 3, snap->observed_at_ms);
+	sqlite3_bind_int64(s, 4, w->received_ms);
+	sqlite3_bind_blob(s, 5, body, (int)len, SQLITE_STATIC);
+	if (step(st, s) < 0)
+		goto out;
+	s = st->st[ST_SNAPSHOT_CURRENT];
+	sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)snap->sequence);
+	sqlite3_bind_blob(s, 3, body, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, snap->observed_at_ms);
+	sqlite3_bind_int(s, 5, snap->role);
+	bind_text(s, 6, snap->domain);
+	sqlite3_bind_int64(s, 7, snap->role_changed_at_ms);
+	sqlite3_bind_int(s, 8, snap->sam_present);
+	bind_text(s, 9, snap->exchange_version);
+	sqlite3_bind_int(s, 10, (int)snap->exchange_service_pack);
+	sqlite3_bind_int(s, 11, snap->service_pack_needs_reapply);
+	if (step(st, s) < 0)
+		goto out;
+	/* Services follow the current snapshot only. */
+	rc = sqlite3_changes(st->wdb) ? write_services(st, w->host_id, snap) : 0;
+out:
+	free(body);
+	return rc;
+}
+
+static int write_events(struct store *st, const struct store_write *w,
+			const Exfleet__EventBatch *b)
+{
+	sqlite3_stmt *s = st->st[ST_EVENT_INSERT];
+	for (size_t i = 0; i < b->n_events; i++) {
+		const Exfleet__Event *e = b->events[i];
+		char *strings = json_strings(e->insertion_strings, e->n_insertion_strings);
+		sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)e->sequence);
+		sqlite3_bind_int64(s, 3, e->record_number);
+		bind_text(s, 4, e->log);
+		bind_text(s, 5, e->source);
+		sqlite3_bind_int64(s, 6, e->event_id);
+		sqlite3_bind_int(s, 7, e->type);
+		sqlite3_bind_int64(s, 8, e->category);
+		bind_text(s, 9, e->category_name);
+		sqlite3_bind_int64(s, 10, e->time_generated_ms);
+		sqlite3_bind_text(s, 11, strings, -1, SQLITE_TRANSIENT);
+		bind_text(s, 12, e->message);
+		bind_text(s, 13, e->computer);
+		sqlite3_bind_int64(s, 14, w->received_ms);
+		free(strings);
+		if (step(st, s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static char *json_steps(const Exfleet__CommandResult *r)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < r->n_steps; i++) {
+		const Exfleet__StepResult *sr = r->steps[i];
+		json_array_append_new(
+			a, json_pack("{s:s, s:s, s:b, s:I, s:s, s:I}", "step", sr->step, "target",
+				     sr->target, "ok", sr->ok, "win32_error",
+				     (json_int_t)sr->win32_error, "message", sr->message,
+				     "finished_at", (json_int_t)sr->finished_at_ms));
+	}
+	char *text = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
+static int write_result(struct store *st, const struct store_write *w,
+			const Exfleet__CommandResult *r)
+{
+	sqlite3_stmt *s = st->st[ST_RESULT_INSERT];
+	char *steps = json_steps(r);
+	sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)r->sequence);
+	sqlite3_bind_text(s, 3, r->command_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 4, r->status);
+	bind_text(s, 5, r->reason);
+	sqlite3_bind_text(s, 6, steps ? steps : "[]", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 7, r->started_at_ms);
+	sqlite3_bind_int64(s, 8, r->finished_at_ms);
+	sqlite3_bind_int64(s, 9, w->received_ms);
+	free(steps);
+	return step(st, s);
+}
+
+/* The highest sequence a message carries, 0 for none. */
+static uint64_t message_highest(const Exfleet__AgentMessage *m)
+{
+	uint64_t hi = 0;
+	switch (m->msg_case) {
+	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
+		return m->snapshot->sequence;
+	case EXFLEET__AGENT_MESSAGE__MSG_EVENTS:
+		for (size_t i = 0; i < m->events->n_events; i++)
+			if (m->events->events[i]->sequence > hi)
+				hi = m->events->events[i]->sequence;
+		return hi;
+	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT:
+		return m->command_result->sequence;
+	default:
+		return 0;
+	}
+}
+
+static int write_one(struct store *st, struct store_write *w)
+{
+	const Exfleet__AgentMessage *m = w->msg;
+	int rc = 0;
+	switch (m->msg_case) {
+	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
+		return write_hello(st, w, m->hello);
+	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
+		rc = write_snapshot(st, w, m->snapshot);
+		break;
+	case EXFLEET__AGENT_MESSAGE__MSG_EVENTS:
+		rc = write_events(st, w, m->events);
+		break;
+	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT:
+		rc = write_result(st, w, m->command_result);
+		break;
+	default:
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	sqlite3_stmt *s = st->st[ST_HIGHEST_UPDATE];
+	sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)message_highest(m));
+	sqlite3_bind_int64(s, 3, w->received_ms);
+	return step(st, s);
+}
+
+static uint64_t writer_highest(struct store *st, const char *host_id)
+{
+	sqlite3_stmt *s = st->st[ST_HIGHEST_SELECT];
+	uint64_t seq = 0;
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		seq = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return seq;
+}
+
+static int transient(int code)
+{
+	code &= 0xff;
+	return code == SQLITE_BUSY || code == SQLITE_LOCKED || code == SQLITE_IOERR ||
+	       code == SQLITE_FULL || code == SQLITE_CANTOPEN || code == SQLITE_NOMEM;
+}
+
+/* Commits one batch. Batches commit strictly in order, because an Ack is
+ * cumulative: were a later batch to commit past a failed one, its Ack would
+ * cover records that were never stored. So a batch that fails for a reason
+ * that passes (disk full, I/O, lock) is retried until it commits, while the
+ * queue, and with it the agents' spools, take the wait; a write that fails on
+ * its own content is set aside (logged, never acknowledged) and the rest of
+ * the batch retried. */
+static void writer_commit(struct store *st, struct store_write *batch)
+{
+	char why[512];
+	unsigned delay_ms = 100;
+	for (;;) {
+		struct store_write *bad = NULL;
+		int rc = exec(st->wdb, "BEGIN IMMEDIATE", why, sizeof(why));
+		for (struct store_write *w = batch; w && rc == 0; w = w->next) {
+			if (w->status < 0)
+				continue;
+			rc = write_one(st, w);
+			if (rc < 0)
+				bad = w;
+		}
+		if (rc == 0 && exec(st->wdb, "COMMIT", why, sizeof(why)) == 0)
+			break;
+		int code = sqlite3_extended_errcode(st->wdb);
+		log_err("store: %s: a batch was rolled back: %s", st->path, sqlite3_errmsg(st->wdb));
+		exec(st->wdb, "ROLLBACK", why, sizeof(why));
+		if (bad && !transient(code)) {
+			log_err("store: %s: set aside a %s from %s that cannot be stored", st->path,
+				bad->msg->msg_case == EXFLEET__AGENT_MESSAGE__MSG_EVENTS ? "event batch"
+											 : "record",
+				bad->host_id);
+			bad->status = UV_EINVAL;
+			continue;
+		}
+		uv_sleep(delay_ms);
+		delay_ms = delay_ms < 5000 ? delay_ms * 2 : 5000;
+	}
+	for (struct store_write *w = batch; w; w = w->next)
+		if (w->status == 0)
+			w->highest_seq = writer_highest(st, w->host_id);
+}
+
+static void writer_main(void *arg)
+{
+	struct store *st = arg;
+	uv_mutex_lock(&st->lock);
+	for (;;) {
+		while (!st->queue && !st->stopping)
+			uv_cond_wait(&st->wake, &st->lock);
+		if (!st->queue)
+			break;
+		/* Take up to batch_max writes. */
+		struct store_write *batch = st->queue, *last = batch;
+		unsigned n = 1;
+		while (last->next && n < st->opts.batch_max) {
+			last = last->next;
+			n++;
+		}
+		st->queue = last->next;
+		if (!st->queue)
+			st->queue_tail = NULL;
+		last->next = NULL;
+		uv_mutex_unlock(&st->lock);
+
+		writer_commit(st, batch);
+
+		uv_mutex_lock(&st->lock);
+		if (st->done_tail)
+			st->done_tail->next = batch;
+		else
+			st->done = batch;
+		st->done_tail = last;
+		st->committed += n;
+		st->transactions++;
+		uv_async_send(&st->async);
+	}
+	uv_mutex_unlock(&st->lock);
+}
+
+/* ---- the loop side ---- */
+
+static void async_cb(uv_async_t *a)
+{
+	struct store *st = a->data;
+	uv_mutex_lock(&st->lock);
+	struct store_write *w = st->done;
+	st->done = st->done_tail = NULL;
+	uv_mutex_unlock(&st->lock);
+	while (w) {
+		struct store_write *next = w->next;
+		st->pending--;
+		if (st->committed_cb)
+			st->committed_cb(w, st->arg);
+		exfleet__agent_message__free_unpacked(w->msg, NULL);
+		free(w);
+		w = next;
+	}
+}
+
+size_t store_submit(struct store *st, struct store_write *w)
+{
+	w->next = NULL;
+	uv_mutex_lock(&st->lock);
+	if (st->queue_tail)
+		st->queue_tail->next = w;
+	else
+		st->queue = w;
+	st->queue_tail = w;
+	uv_cond_signal(&st->wake);
+	uv_mutex_unlock(&st->lock);
+	return ++st->pending;
+}
+
+size_t store_queue_depth(struct store *st)
+{
+	return st->pending;
+}
+
+uint64_t store_committed(struct store *st)
+{
+	uv_mutex_lock(&st->lock);
+	uint64_t n = st->committed;
+	uv_mutex_unlock(&st->lock);
+	return n;
+}
+
+uint64_t store_transactions(struct store *st)
+{
+	uv_mutex_lock(&st->lock);
+	uint64_t n = st->transactions;
+	uv_mutex_unlock(&st->lock);
+	return n;
+}
+
+int store_host_highest(struct store *st, const char *host_id, uint64_t *seq)
+{
+	sqlite3_stmt *s = st->read_highest;
+	*seq = 0;
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*seq = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_err("store: %s: reading host %s: %s", st->path, host_id,
+			sqlite3_errmsg(st->rdb));
+		return -1;
+	}
+	return 0;
+}
+
+static void async_closed_cb(uv_handle_t *h);
+
+static void store_free(struct store *st)
+{
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(st->st[i]);
+	sqlite3_finalize(st->read_highest);
+	sqlite3_close(st->wdb);
+	sqlite3_close(st->rdb);
+	free(st);
+}
+
+int store_open(struct store **out, uv_loop_t *loop, const struct store_options *o,
+	       store_committed_cb committed_cb, void *arg, char *err, size_t errlen)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "out of memory");
+		return UV_ENOMEM;
+	}
+	st->loop = loop;
+	st->opts = *o;
+	snprintf(st->path, sizeof(st->path), "%s", o->path);
+	st->opts.path = st->path;
+	st->committed_cb = committed_cb;
+	st->arg = arg;
+	if (open_db(st->path, &st->wdb, err, errlen) < 0 || migrate(st, err, errlen) < 0 ||
+	    open_db(st->path, &st->rdb, err, errlen) < 0)
+		goto fail;
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(st->wdb, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
+				       &st->st[i], NULL) != SQLITE_OK) {
+			snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->wdb));
+			goto fail;
+		}
+	}
+	if (sqlite3_prepare_v2(st->rdb, statements[ST_HIGHEST_SELECT], -1, &st->read_highest,
+			       NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		goto fail;
+	}
+	uv_mutex_init(&st->lock);
+	uv_cond_init(&st->wake);
+	uv_async_init(loop, &st->async, async_cb);
+	st->async.data = st;
+	if (uv_thread_create(&st->thread, writer_main, st) != 0) {
+		snprintf(err, errlen, "cannot start the store's writer thread");
+		uv_close((uv_handle_t *)&st->async, async_closed_cb); /* frees st */
+		return UV_EAGAIN;
+	}
+	*out = st;
+	return 0;
+fail:
+	store_free(st);
+	return UV_EIO;
+}
+
+static void async_closed_cb(uv_handle_t *h)
+{
+	struct store *st = h->data;
+	void (*cb)(void *) = st->closed_cb;
+	void *arg = st->closed_arg;
+	uv_mutex_destroy(&st->lock);
+	uv_cond_destroy(&st->wake);
+	store_free(st);
+	if (cb)
+		cb(arg);
+}
+
+void store_close(struct store *st, void (*done_cb)(void *arg), void *arg)
+{
+	uv_mutex_lock(&st->lock);
+	st->stopping = 1;
+	uv_cond_signal(&st->wake);
+	uv_mutex_unlock(&st->lock);
+	/* The writer commits what is queued and ends; that takes at most one
+	 * batch's time, so waiting here is fine at shutdown. */
+	uv_thread_join(&st->thread);
+	async_cb(&st->async);
+	st->closed_cb = done_cb;
+	st->closed_arg = arg;
+	uv_close((uv_handle_t *)&st->async, async_closed_cb);
+}
