@@ -235,6 +235,38 @@ static int order_services(struct restart_plan *plan, const Exfleet__Snapshot *sn
 	return 0;
 }
 
+/* names plus every running service that depends on one of them, directly or
+ * not; the strings stay owned by their messages. */
+static int with_dependents(const Exfleet__Snapshot *snap, char **names, size_t n, char ***out,
+			   size_t *nout)
+{
+	char **set = malloc((n + snap->n_services) * sizeof(char *));
+	if (!set)
+		return UV_ENOMEM;
+	size_t count = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!in_list(set, count, names[i]))
+			set[count++] = names[i];
+	for (size_t grew = 1; grew;) {
+		grew = 0;
+		for (size_t i = 0; i < snap->n_services; i++) {
+			const Exfleet__Service *svc = snap->services[i];
+			if (svc->state == EXFLEET__SERVICE_STATE__SERVICE_STOPPED ||
+			    in_list(set, count, svc->name))
+				continue;
+			for (size_t d = 0; d < svc->n_dependencies; d++)
+				if (in_list(set, count, svc->dependencies[d])) {
+					set[count++] = svc->name;
+					grew = 1;
+					break;
+				}
+		}
+	}
+	*out = set;
+	*nout = count;
+	return 0;
+}
+
 static void restart_finish(struct commands *cmds);
 
 static void restart_tick(struct commands *cmds)
@@ -349,8 +381,15 @@ static void restart_start(struct commands *cmds, const Exfleet__CommandBody *bod
 		}
 	if (!problem && rs->n_services == 0)
 		problem = "no services named";
-	if (!problem && order_services(plan, snap, rs->services, rs->n_services) < 0)
+	/* Windows refuses to stop a service that running services depend on
+	 * (1051), so those are restarted with it, as "net stop /y" would. */
+	char **names = NULL;
+	size_t n = 0;
+	if (!problem && with_dependents(snap, rs->services, rs->n_services, &names, &n) < 0)
+		problem = "out of memory";
+	if (!problem && order_services(plan, snap, names, n) < 0)
 		problem = "the services' dependencies form a cycle";
+	free(names);
 	if (snap)
 		exfleet__snapshot__free_unpacked(snap, NULL);
 	cmds->running = plan;

@@ -3,7 +3,8 @@
  * one at a time, and answered with a CommandResult that is spooled like any
  * other record, so a result survives restarts until the collector has it.
  *
- * Executed: RESCAN and RESTART_SERVICES. Actions that carry credentials or
+ * Executed: RESCAN and RESTART_SERVICES (with the running services that
+ * depend on those named, which Windows would not let it stop otherwise). Actions that carry credentials or
  * change rights need signed commands, which this agent does not verify yet:
  * they are answered REJECTED. */
 #ifndef EXFLEET_COMMAND_H
