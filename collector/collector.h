@@ -22,6 +22,10 @@ struct collector_config {
 	char *store_path;
 	int64_t store_queue_high;
 	int64_t store_queue_low;
+	struct config_list status_services;
+	struct config_list status_auth;    /* SOURCE/ID */
+	struct config_list status_rights;
+	uint64_t status_retention_ms;
 	char *ca_file;
 	char *cert_file;
 	char *key_file;
@@ -30,6 +34,10 @@ struct collector_config {
 
 int collector_config_load(const char *path, struct collector_config *cfg,
 			  struct config_error *err);
+/* The status rules the configuration names; they point into cfg, and
+ * rules->auth is allocated (free it). */
+int collector_status_rules(const struct collector_config *cfg, struct status_rules *rules,
+			   char *err, size_t errlen);
 void collector_config_free(struct collector_config *cfg);
 void collector_config_reference(FILE *out);
 

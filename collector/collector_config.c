@@ -1,5 +1,8 @@
 /* The collector's configuration file (collector.ini). */
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "collector.h"
 
@@ -28,6 +31,17 @@ static const struct config_key collector_keys[] = {
 	  "agent messages waiting for the store above which sessions stop reading"),
 	K("store", "queue_low", CONFIG_INT, store_queue_low, 0, "1024", 1, 1000000,
 	  "and at or below which they read again"),
+	K("status", "services", CONFIG_LIST, status_services, 0,
+	  "MSExchangeSA, MSExchangeDS, MSExchangeIS, MSExchangeMTA, MSExchangeIMC, MSExchangeES", 0,
+	  0, "the Exchange services the status rules watch"),
+	K("status", "auth_events", CONFIG_LIST, status_auth, 0,
+	  "MSExchangePOP3/13003, MSExchangeIMAP4/13003", 0, 0,
+	  "SOURCE/ID of the auth-privilege events (Q255269)"),
+	K("status", "rights", CONFIG_LIST, status_rights, 0,
+	  "SeServiceLogonRight, SeTcbPrivilege, SeRestorePrivilege", 0, 0,
+	  "rights the Exchange service account needs"),
+	K("status", "retention", CONFIG_DURATION, status_retention_ms, 0, "7d", 3600000,
+	  3650ll * 86400000, "how far back events count when the promotion time is unknown"),
 	K("tls", "ca", CONFIG_PATH, ca_file, CONFIG_REQUIRED | CONFIG_MUST_EXIST, NULL, 0, 0,
 	  "the deployment CA certificate (PEM)"),
 	K("tls", "cert", CONFIG_PATH, cert_file, CONFIG_REQUIRED | CONFIG_MUST_EXIST, NULL, 0, 0,
@@ -54,4 +68,37 @@ void collector_config_free(struct collector_config *cfg)
 void collector_config_reference(FILE *out)
 {
 	config_print_reference(out, collector_keys, NKEYS);
+}
+
+int collector_status_rules(const struct collector_config *cfg, struct status_rules *rules,
+			   char *err, size_t errlen)
+{
+	struct status_signature *auth = calloc(cfg->status_auth.count + 1, sizeof(*auth));
+	if (!auth) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->status_auth.count; i++) {
+		char *item = cfg->status_auth.items[i];
+		char *slash = strrchr(item, '/');
+		char *end = NULL;
+		unsigned long id = slash ? strtoul(slash + 1, &end, 10) : 0;
+		if (!slash || slash == item || !slash[1] || *end || id > UINT32_MAX) {
+			snprintf(err, errlen, "[status] auth_events: '%s' is not SOURCE/ID", item);
+			free(auth);
+			return -1;
+		}
+		/* The source is the item up to the slash: a view into cfg. */
+		*slash = '\0';
+		auth[i].source = item;
+		auth[i].event_id = (uint32_t)id;
+	}
+	rules->services = (const char *const *)cfg->status_services.items;
+	rules->n_services = cfg->status_services.count;
+	rules->auth = auth;
+	rules->n_auth = cfg->status_auth.count;
+	rules->rights = (const char *const *)cfg->status_rights.items;
+	rules->n_rights = cfg->status_rights.count;
+	rules->retention_ms = (int64_t)cfg->status_retention_ms;
+	return 0;
 }

@@ -78,6 +78,11 @@ int main(int argc, char **argv)
 	int rc = 1;
 	SSL_CTX *tls = NULL;
 	char err[512];
+	struct status_rules rules = {0};
+	if (collector_status_rules(&cfg, &rules, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		goto out;
+	}
 	struct tls_config tc = {cfg.ca_file, cfg.cert_file, cfg.key_file, cfg.crl_file, 0};
 	if (tls_ctx_new(&tls, 1, &tc, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: [tls] %s\n", path, err);
@@ -95,10 +100,13 @@ int main(int argc, char **argv)
 	struct store_options so;
 	store_options_default(&so);
 	so.path = cfg.store_path;
+	so.rules = &rules;
 	so.queue_high = (size_t)cfg.store_queue_high;
 	so.queue_low = (size_t)cfg.store_queue_low;
 	if (store_open(&store, loop, &so, server_committed, &srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: [store] %s\n", path, err);
+		uv_run(loop, UV_RUN_DEFAULT);
+		uv_loop_close(loop);
 		goto out;
 	}
 	if (server_start(&srv, loop, &cfg, tls, store, err, sizeof(err)) < 0) {
@@ -119,6 +127,7 @@ int main(int argc, char **argv)
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");
 out:
+	free((void *)rules.auth);
 	SSL_CTX_free(tls);
 	collector_config_free(&cfg);
 	return rc;

@@ -224,7 +224,8 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 			break;
 		case EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT:
 			on_heartbeat(a);
-			break;
+			submit(a, m); /* the host's last_seen */
+			return;
 		default:
 			submit(a, m);
 			return;

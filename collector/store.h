@@ -17,11 +17,16 @@
 #include <uv.h>
 
 #include "exfleet.pb-c.h"
+#include "status.h"
+
+/* The schema version this collector writes (PRAGMA user_version). */
+#define STORE_SCHEMA_VERSION 2
 
 struct store;
 
 struct store_options {
 	const char *path;
+	const struct status_rules *rules; /* NULL: the Exchange 5.5 defaults */
 	size_t queue_high;   /* writes queued above which readers should pause */
 	size_t queue_low;    /* and below which they may resume */
 	unsigned batch_max;  /* writes per transaction, at most */
@@ -29,8 +34,11 @@ struct store_options {
 
 void store_options_default(struct store_options *o);
 
-/* One agent message that carries records (Hello, Snapshot, EventBatch,
- * CommandResult), handed to the writer with its ownership. */
+/* One agent message (Hello, Snapshot, EventBatch, CommandResult, Heartbeat),
+ * handed to the writer with its ownership. After the records of a write are
+ * stored, the host's status is classified again in the same transaction
+ * (status.h) when they can change it, and a change is kept in the host's
+ * status history. */
 struct store_write {
 	char host_id[65];
 	Exfleet__AgentMessage *msg;  /* freed by the store after commit */

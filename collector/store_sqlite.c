@@ -73,9 +73,14 @@ static const char *const migrations[] = {
 	"  id INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL,"
 	"  action TEXT NOT NULL, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL"
 	");",
+	/* 2: what the status rules remember about repairs */
+	"ALTER TABLE hosts ADD COLUMN repaired_at INTEGER;"
+	"ALTER TABLE hosts ADD COLUMN was_affected INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX hosts_by_status ON hosts (status);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+_Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "a migration per schema version");
 
 enum {
 	ST_HELLO,
@@ -87,6 +92,12 @@ enum {
 	ST_RESULT_INSERT,
 	ST_HIGHEST_UPDATE,
 	ST_HIGHEST_SELECT,
+	ST_SEEN_UPDATE,
+	ST_STATUS_HOST,
+	ST_STATUS_EVENTS,
+	ST_STATUS_REPAIR,
+	ST_STATUS_UPDATE,
+	ST_STATUS_HISTORY,
 	ST_COUNT
 };
 
@@ -128,6 +139,27 @@ static const char *const statements[ST_COUNT] = {
 		"UPDATE hosts SET highest_seq = MAX(highest_seq, ?2), last_seen = ?3"
 		" WHERE host_id = ?1",
 	[ST_HIGHEST_SELECT] = "SELECT highest_seq FROM hosts WHERE host_id = ?1",
+	[ST_SEEN_UPDATE] = "UPDATE hosts SET last_seen = ?2, spool_dropped = ?3 WHERE host_id = ?1",
+	[ST_STATUS_HOST] =
+		"SELECT snapshot, COALESCE(promoted_at, 0), COALESCE(repaired_at, 0), was_affected,"
+		" status, evidence FROM hosts WHERE host_id = ?1",
+	/* The events the rules look at: SCM failures and the auth signatures
+	 * (bound as a JSON array of "source/id"), newest last, bounded. */
+	[ST_STATUS_EVENTS] =
+		"SELECT log, source, event_id, type, time_generated, strings FROM ("
+		" SELECT * FROM events WHERE host_id = ?1 AND time_generated >= ?2 AND ("
+		"  (source = 'Service Control Manager' AND event_id IN (7000, 7013, 7038, 7041))"
+		"  OR source || '/' || event_id IN (SELECT value FROM json_each(?3)))"
+		" ORDER BY time_generated DESC LIMIT 20000) ORDER BY time_generated",
+	[ST_STATUS_REPAIR] =
+		"SELECT command_id FROM commands WHERE host_id = ?1 AND action <> 'RESCAN'"
+		" AND state IN ('queued', 'delivered') LIMIT 1",
+	[ST_STATUS_UPDATE] =
+		"UPDATE hosts SET status = ?2, evidence = ?3,"
+		" status_since = CASE WHEN status IS ?2 THEN status_since ELSE ?4 END,"
+		" was_affected = was_affected OR ?2 = 'AFFECTED' WHERE host_id = ?1",
+	[ST_STATUS_HISTORY] =
+		"INSERT INTO status_history (host_id, at, status, evidence) VALUES (?1, ?2, ?3, ?4)",
 };
 
 struct store {
@@ -140,6 +172,8 @@ struct store {
 	sqlite3_stmt *read_highest;      /* prepared on rdb */
 	store_committed_cb committed_cb;
 	void *arg;
+	struct status_rules rules;
+	char *auth_json;                 /* rules.auth as ["source/id", ...] */
 
 	uv_thread_t thread;
 	uv_mutex_t lock;
@@ -158,6 +192,7 @@ struct store {
 void store_options_default(struct store_options *o)
 {
 	o->path = "collector.db";
+	o->rules = NULL;
 	o->queue_high = 4096;
 	o->queue_low = 1024;
 	o->batch_max = 2048;
@@ -422,6 +457,204 @@ static int write_result(struct store *st, const struct store_write *w,
 	return step(st, s);
 }
 
+/* Can this message change the host's status? Snapshots and results can; so
+ * can events the rules look at. */
+static int affects_status(const struct store *st, const Exfleet__AgentMessage *m)
+{
+	switch (m->msg_case) {
+	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
+	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT:
+		return 1;
+	case EXFLEET__AGENT_MESSAGE__MSG_EVENTS:
+		for (size_t i = 0; i < m->events->n_events; i++) {
+			const Exfleet__Event *e = m->events->events[i];
+			if (strcmp(e->source, "Service Control Manager") == 0)
+				return 1;
+			for (size_t k = 0; k < st->rules.n_auth; k++)
+				if (e->event_id == st->rules.auth[k].event_id &&
+				    strcmp(e->source, st->rules.auth[k].source) == 0)
+					return 1;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* The events the rules look at, copied out of SQLite's rows. */
+struct status_events {
+	struct status_event *items;
+	size_t n;
+	json_t **strings;           /* each event's insertion strings, owned */
+	const char **ptrs;          /* flattened string pointers into them */
+};
+
+static void status_events_free(struct status_events *ev)
+{
+	for (size_t i = 0; i < ev->n; i++) {
+		free((char *)ev->items[i].log);
+		free((char *)ev->items[i].source);
+		json_decref(ev->strings[i]);
+	}
+	free(ev->items);
+	free(ev->strings);
+	free(ev->ptrs);
+}
+
+static int load_status_events(struct store *st, const char *host_id, int64_t since,
+			      struct status_events *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	sqlite3_stmt *s = st->st[ST_STATUS_EVENTS];
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, since);
+	sqlite3_bind_text(s, 3, st->auth_json, -1, SQLITE_STATIC);
+	size_t cap = 0, nptrs = 0, capptrs = 0;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (ev->n == cap) {
+			cap = cap ? cap * 2 : 64;
+			void *a = realloc(ev->items, cap * sizeof(*ev->items));
+			void *b = a ? realloc(ev->strings, cap * sizeof(*ev->strings)) : NULL;
+			if (a)
+				ev->items = a;
+			if (b)
+				ev->strings = b;
+			if (!a || !b)
+				goto fail;
+		}
+		struct status_event *e = &ev->items[ev->n];
+		const char *log = (const char *)sqlite3_column_text(s, 0);
+		const char *source = (const char *)sqlite3_column_text(s, 1);
+		e->log = strdup(log ? log : "");
+		e->source = strdup(source ? source : "");
+		e->event_id = (uint32_t)sqlite3_column_int64(s, 2);
+		e->type = sqlite3_column_int(s, 3);
+		e->time_ms = sqlite3_column_int64(s, 4);
+		const char *strings = (const char *)sqlite3_column_text(s, 5);
+		json_t *a = strings ? json_loads(strings, 0, NULL) : NULL;
+		if (!json_is_array(a)) {
+			json_decref(a);
+			a = json_array();
+		}
+		ev->strings[ev->n++] = a;
+		nptrs += json_array_size(a);
+		if (!e->log || !e->source)
+			goto fail;
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	/* Now that nothing moves, point each event at its strings. */
+	capptrs = nptrs ? nptrs : 1;
+	ev->ptrs = malloc(capptrs * sizeof(char *));
+	if (!ev->ptrs)
+		goto fail;
+	size_t at = 0;
+	for (size_t i = 0; i < ev->n; i++) {
+		json_t *a = ev->strings[i];
+		ev->items[i].strings = ev->ptrs + at;
+		ev->items[i].n_strings = json_array_size(a);
+		for (size_t k = 0; k < json_array_size(a); k++) {
+			const char *v = json_string_value(json_array_get(a, k));
+			ev->ptrs[at++] = v ? v : "";
+		}
+	}
+	return 0;
+fail:
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	status_events_free(ev);
+	memset(ev, 0, sizeof(*ev));
+	return -1;
+}
+
+/* Classifies host_id again from what is stored, in the open transaction,
+ * and records a change of status with its time. */
+static int update_status(struct store *st, const char *host_id, int64_t now)
+{
+	sqlite3_stmt *s = st->st[ST_STATUS_HOST];
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		return 0; /* no such host (yet) */
+	}
+	Exfleet__Snapshot *snap = NULL;
+	if (sqlite3_column_type(s, 0) == SQLITE_BLOB)
+		snap = exfleet__snapshot__unpack(NULL, (size_t)sqlite3_column_bytes(s, 0),
+						 sqlite3_column_blob(s, 0));
+	struct status_input in = {
+		.snapshot = snap,
+		.promoted_at_ms = sqlite3_column_int64(s, 1),
+		.repaired_at_ms = sqlite3_column_int64(s, 2),
+		.was_affected = sqlite3_column_int(s, 3),
+		.now_ms = now,
+	};
+	const char *old_status = (const char *)sqlite3_column_text(s, 4);
+	const char *old_evidence = (const char *)sqlite3_column_text(s, 5);
+	char *was_status = old_status ? strdup(old_status) : NULL;
+	char *was_evidence = old_evidence ? strdup(old_evidence) : NULL;
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+
+	/* Everything the window could start at: the rules pick the start. */
+	int64_t since = now - st->rules.retention_ms;
+	if (in.promoted_at_ms && in.promoted_at_ms < since)
+		since = in.promoted_at_ms;
+	struct status_events ev;
+	int rc = load_status_events(st, host_id, since, &ev);
+	char repair[72] = "";
+	if (rc == 0) {
+		s = st->st[ST_STATUS_REPAIR];
+		sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			snprintf(repair, sizeof(repair), "%s", sqlite3_column_text(s, 0));
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		in.events = ev.items;
+		in.n_events = ev.n;
+		in.repair_in_flight = repair[0] ? repair : NULL;
+
+		struct status_result out;
+		status_classify(&st->rules, &in, &out);
+		json_t *lines = json_array();
+		for (size_t i = 0; i < out.n_evidence; i++)
+			json_array_append_new(lines, json_string(out.evidence[i]));
+		char *evidence = json_dumps(lines, JSON_COMPACT);
+		json_decref(lines);
+		const char *status = host_status_name(out.status);
+		int changed = !was_status || strcmp(was_status, status) != 0;
+		if (evidence && (changed || !was_evidence || strcmp(was_evidence, evidence) != 0)) {
+			s = st->st[ST_STATUS_UPDATE];
+			sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 3, evidence, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 4, now);
+			rc = step(st, s);
+			if (rc == 0 && changed) {
+				s = st->st[ST_STATUS_HISTORY];
+				sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+				sqlite3_bind_int64(s, 2, now);
+				sqlite3_bind_text(s, 3, status, -1, SQLITE_STATIC);
+				sqlite3_bind_text(s, 4, evidence, -1, SQLITE_STATIC);
+				rc = step(st, s);
+				log_info("status: %s %s -> %s: %s", host_id,
+					 was_status ? was_status : "(new)", status,
+					 out.n_evidence ? out.evidence[0] : "");
+			}
+		}
+		free(evidence);
+		status_events_free(&ev);
+	}
+	free(was_status);
+	free(was_evidence);
+	if (snap)
+		exfleet__snapshot__free_unpacked(snap, NULL);
+	return rc;
+}
+
 /* The highest sequence a message carries, 0 for none. */
 static uint64_t message_highest(const Exfleet__AgentMessage *m)
 {
@@ -448,6 +681,13 @@ static int write_one(struct store *st, struct store_write *w)
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
 		return write_hello(st, w, m->hello);
+	case EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT: {
+		sqlite3_stmt *s = st->st[ST_SEEN_UPDATE];
+		sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, w->received_ms);
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)m->heartbeat->spool_dropped);
+		return step(st, s);
+	}
 	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
 		rc = write_snapshot(st, w, m->snapshot);
 		break;
@@ -508,6 +748,18 @@ static void writer_commit(struct store *st, struct store_write *batch)
 			rc = write_one(st, w);
 			if (rc < 0)
 				bad = w;
+		}
+		/* Each host whose records can change its status, once per batch. */
+		int64_t now = util_now_ms();
+		for (struct store_write *w = batch; w && rc == 0; w = w->next) {
+			if (w->status < 0 || !affects_status(st, w->msg))
+				continue;
+			int seen = 0;
+			for (struct store_write *o = batch; o != w && !seen; o = o->next)
+				seen = o->status == 0 && affects_status(st, o->msg) &&
+				       strcmp(o->host_id, w->host_id) == 0;
+			if (!seen)
+				rc = update_status(st, w->host_id, now);
 		}
 		if (rc == 0 && exec(st->wdb, "COMMIT", why, sizeof(why)) == 0)
 			break;
@@ -649,6 +901,7 @@ static void store_free(struct store *st)
 	sqlite3_finalize(st->read_highest);
 	sqlite3_close(st->wdb);
 	sqlite3_close(st->rdb);
+	free(st->auth_json);
 	free(st);
 }
 
@@ -666,6 +919,20 @@ int store_open(struct store **out, uv_loop_t *loop, const struct store_options *
 	st->opts.path = st->path;
 	st->committed_cb = committed_cb;
 	st->arg = arg;
+	if (o->rules)
+		st->rules = *o->rules;
+	else
+		status_rules_default(&st->rules);
+	json_t *auth = json_array();
+	for (size_t i = 0; i < st->rules.n_auth; i++)
+		json_array_append_new(auth, json_sprintf("%s/%u", st->rules.auth[i].source,
+							 st->rules.auth[i].event_id));
+	st->auth_json = json_dumps(auth, JSON_COMPACT);
+	json_decref(auth);
+	if (!st->auth_json) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (open_db(st->path, &st->wdb, err, errlen) < 0 || migrate(st, err, errlen) < 0 ||
 	    open_db(st->path, &st->rdb, err, errlen) < 0)
 		goto fail;

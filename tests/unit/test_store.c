@@ -151,6 +151,29 @@ static int64_t query_int(const char *sql)
 	return v;
 }
 
+static char last_text[4096];
+
+/* One text value from db into last_text; 0 or -1. */
+static int query_str(const char *db_file, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rc = -1;
+	if (sqlite3_open(db_file, &db) != SQLITE_OK)
+		goto out;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		snprintf(last_text, sizeof(last_text), "%s", t ? (const char *)t : "(null)");
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+out:
+	sqlite3_close(db);
+	return rc;
+}
+
 static void test_commit_ack_dedup_reopen(void **state)
 {
 	uv_loop_t loop;
@@ -209,7 +232,73 @@ static void test_commit_ack_dedup_reopen(void **state)
 	store_close(st, NULL, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&loop), 0);
-	assert_int_equal(query_int("PRAGMA user_version"), 1);
+	assert_int_equal(query_int("PRAGMA user_version"), STORE_SCHEMA_VERSION);
+}
+
+static char *const_strdup(const char *s)
+{
+	return strdup(s);
+}
+
+/* A promoted host whose Information Store failed to log on, then POP3
+ * logons refused: AFFECTED with its evidence, and the change on record. */
+static void test_status_follows_the_records(void **state)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/status.db", dir);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct store_options o;
+	store_options_default(&o);
+	o.path = path;
+	struct store *st;
+	struct seen seen = {0};
+	char err[512];
+	assert_int_equal(store_open(&st, &loop, &o, committed_cb, &seen, err, sizeof(err)), 0);
+
+	submit(st, "EXCH07", hello("EXCH07"));
+	Exfleet__AgentMessage *m = snapshot(1, EXFLEET__DOMAIN_ROLE__ROLE_MEMBER_SERVER);
+	m->snapshot->services[0]->state = EXFLEET__SERVICE_STATE__SERVICE_RUNNING;
+	m->snapshot->services[0]->logon_account = const_strdup("CORP\\exsvc");
+	m->snapshot->services[0]->account_status = EXFLEET__ACCOUNT_STATUS__ACCOUNT_EXISTS;
+	static const char *rights[] = {"SeServiceLogonRight", "SeTcbPrivilege",
+				       "SeRestorePrivilege"};
+	m->snapshot->services[0]->n_account_rights = 3;
+	m->snapshot->services[0]->account_rights = calloc(3, sizeof(char *));
+	for (size_t i = 0; i < 3; i++)
+		m->snapshot->services[0]->account_rights[i] = const_strdup(rights[i]);
+	submit(st, "EXCH07", m);
+	run_until(&loop, &seen, 2);
+	assert_int_equal(query_str(path, "SELECT status FROM hosts"), 0);
+	assert_string_equal(last_text, "HEALTHY");
+
+	int64_t promoted = util_now_ms() - 60000;
+	m = snapshot(2, EXFLEET__DOMAIN_ROLE__ROLE_PRIMARY_DC);
+	m->snapshot->role_changed_at_ms = promoted;
+	m->snapshot->services[0]->state = EXFLEET__SERVICE_STATE__SERVICE_STOPPED;
+	m->snapshot->services[0]->win32_exit_code = 1069;
+	submit(st, "EXCH07", m);
+	m = events(3, 5);
+	for (size_t i = 0; i < 5; i++)
+		m->events->events[i]->time_generated_ms = promoted + 1000;
+	submit(st, "EXCH07", m);
+	run_until(&loop, &seen, 4);
+	store_close(st, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+
+	assert_int_equal(query_str(path, "SELECT status FROM hosts"), 0);
+	assert_string_equal(last_text, "AFFECTED");
+	assert_int_equal(query_str(path, "SELECT evidence FROM hosts"), 0);
+	assert_non_null(strstr(last_text, "MSExchangeIS stopped: 1069"));
+	assert_non_null(strstr(last_text, "5 x MSExchangePOP3/13003 since promotion"));
+	assert_int_equal(query_str(path, "SELECT group_concat(status, ',') FROM "
+					 "(SELECT status FROM status_history ORDER BY rowid)"),
+			 0);
+	/* A member server with its service running, then the promotion. */
+	assert_string_equal(last_text, "HEALTHY,AFFECTED");
+	assert_int_equal(query_str(path, "SELECT was_affected FROM hosts"), 0);
+	assert_string_equal(last_text, "1");
 }
 
 static void test_newer_schema_is_refused(void **state)
@@ -228,7 +317,10 @@ static void test_newer_schema_is_refused(void **state)
 	struct store *st;
 	char err[512];
 	assert_true(store_open(&st, &loop, &o, committed_cb, NULL, err, sizeof(err)) < 0);
-	assert_non_null(strstr(err, "schema version 99 is newer than this collector knows (1)"));
+	char want[128];
+	snprintf(want, sizeof(want), "schema version 99 is newer than this collector knows (%d)",
+		 STORE_SCHEMA_VERSION);
+	assert_non_null(strstr(err, want));
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -251,6 +343,7 @@ int main(void)
 	log_init(stderr, LOG_WARN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_ack_dedup_reopen),
+		cmocka_unit_test(test_status_follows_the_records),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_unopenable_path_names_the_file),
 	};
