@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "hostmap.h"
+#include "relay.h"
 #include "store.h"
 #include "tls.h"
 
@@ -71,6 +72,7 @@ struct server {
 	unsigned nready;
 	struct hostmap sessions; /* host id -> its welcomed agent_conn */
 	struct store *store;
+	struct relay relay;
 	int readers_paused;      /* the store is behind: no session reads */
 	uint64_t pauses;         /* times that happened */
 	int stopping;

@@ -8,6 +8,9 @@
 
 static const struct ctl_command commands[] = {
     {"pki", ctl_pki, "create the deployment's CA, issue, revoke and list certificates"},
+    {"hosts", ctl_hosts, "list the fleet's hosts with status, connectivity and evidence"},
+    {"host", ctl_host, "one host in detail: evidence, services, history, events, commands"},
+    {"queue", ctl_queue, "queue a RESCAN or RESTART_SERVICES command for a host"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 

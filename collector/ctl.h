@@ -26,5 +26,8 @@ int ctl_wants_help(int argc, char **argv);
 const struct ctl_command *ctl_find(const struct ctl_command *table, size_t count, const char *name);
 
 int ctl_pki(int argc, char **argv);
+int ctl_hosts(int argc, char **argv);
+int ctl_host(int argc, char **argv);
+int ctl_queue(int argc, char **argv);
 
 #endif

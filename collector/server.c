@@ -116,6 +116,7 @@ static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 		h->agent_version, h->platform, labels, (unsigned long long)h->highest_sequence,
 		(unsigned long long)stored, srv->nready);
 	welcome(a, NULL, stored);
+	relay_host_ready(&srv->relay, a->host_id);
 	return 0;
 }
 
@@ -328,6 +329,7 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 	uv_ip_name((struct sockaddr *)&ss, host, sizeof(host));
 	snprintf(srv->bound, sizeof(srv->bound), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
 		 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	relay_init(&srv->relay, loop, srv, store);
 	uv_timer_init(loop, &srv->sweep);
 	srv->sweep.data = srv;
 	uv_timer_start(&srv->sweep, sweep_cb, 1000, 1000);
@@ -340,6 +342,7 @@ void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv))
 	srv->stopped_cb = stopped_cb;
 	uv_close((uv_handle_t *)&srv->listener, NULL);
 	uv_timer_stop(&srv->sweep);
+	relay_close(&srv->relay);
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
 		tls_conn_close(&a->conn, LOG_DEBUG, "collector stopping");

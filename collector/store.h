@@ -42,6 +42,9 @@ void store_options_default(struct store_options *o);
 struct store_write {
 	char host_id[65];
 	Exfleet__AgentMessage *msg;  /* freed by the store after commit */
+	/* Or, with msg NULL: a command's new state (the relay's bookkeeping). */
+	char command_id[65];
+	const char *command_state;   /* a string literal: "delivered", "expired" */
 	int64_t received_ms;
 	/* Set by the writer: the highest sequence stored for the host after
 	 * this write's transaction committed, and its outcome. */
@@ -64,11 +67,63 @@ size_t store_queue_depth(struct store *st);
 uint64_t store_committed(struct store *st);
 uint64_t store_transactions(struct store *st);
 
+/* Queues a change of a command's state (delivered, expired). */
+void store_command_state(struct store *st, const char *command_id, const char *state);
+
+/* Commands waiting to be relayed (state "queued"), oldest first, whose row is
+ * newer than *after; *after advances past each one reported. */
+struct store_command {
+	const char *command_id;
+	const char *host_id;
+	int64_t expires_at_ms;
+	const uint8_t *envelope;     /* an encoded Exfleet__Command */
+	size_t len;
+};
+typedef void (*store_command_cb)(const struct store_command *c, void *arg);
+int store_queued_commands(struct store *st, int64_t *after, store_command_cb cb, void *arg);
+
 /* The highest sequence committed for host_id (0 for a host never seen). */
 int store_host_highest(struct store *st, const char *host_id, uint64_t *seq);
 
 /* Commits what is queued, stops the writer and closes the database. The
  * committed callbacks for the last writes run before done_cb. */
 void store_close(struct store *st, void (*done_cb)(void *arg), void *arg);
+
+/* ---- direct access for exfleetctl, until the collector's API serves it ----
+ * A reader opens the database without a writer thread or a loop; it may
+ * also queue a command for the collector's relay to pick up. */
+int store_open_reader(struct store **out, const char *path, char *err, size_t errlen);
+void store_close_reader(struct store *st);
+
+/* One row of a query: column names and their text values (NULL for SQL
+ * NULL), valid during the callback. */
+enum store_type { STORE_NULL, STORE_INTEGER, STORE_TEXT };
+struct store_row {
+	int n;
+	const char *const *names;
+	const char *const *values;
+	const enum store_type *types;
+};
+typedef void (*store_row_cb)(const struct store_row *row, void *arg);
+
+enum store_view {
+	STORE_HOSTS,          /* every host with its status; filters: status, wave */
+	STORE_HOST,           /* one host (key: host id) */
+	STORE_HOST_SERVICES,
+	STORE_HOST_EVENTS,    /* its newest events */
+	STORE_HOST_HISTORY,   /* its status changes */
+	STORE_HOST_COMMANDS,
+};
+/* Rows of view; key is the host id for the per-host views. status and wave
+ * filter STORE_HOSTS (NULL: any). */
+int store_view(struct store *st, enum store_view view, const char *key, const char *status,
+	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen);
+
+/* Queues an operator's command (an encoded Exfleet__Command) for host_id;
+ * the relay delivers it. UV_EEXIST for an id already used. */
+int store_enqueue_command(struct store *st, const char *command_id, const char *host_id,
+			  const char *action, const char *issuer, int64_t issued_ms,
+			  int64_t expires_ms, const uint8_t *envelope, size_t len, char *err,
+			  size_t errlen);
 
 #endif

@@ -98,6 +98,8 @@ enum {
 	ST_STATUS_REPAIR,
 	ST_STATUS_UPDATE,
 	ST_STATUS_HISTORY,
+	ST_COMMAND_STATE,
+	ST_COMMAND_RESULT,
 	ST_COUNT
 };
 
@@ -160,7 +162,18 @@ static const char *const statements[ST_COUNT] = {
 		" was_affected = was_affected OR ?2 = 'AFFECTED' WHERE host_id = ?1",
 	[ST_STATUS_HISTORY] =
 		"INSERT INTO status_history (host_id, at, status, evidence) VALUES (?1, ?2, ?3, ?4)",
+	/* A command never goes back: a late "delivered" does not undo a result. */
+	[ST_COMMAND_STATE] =
+		"UPDATE commands SET state = ?2, state_since = ?3 WHERE command_id = ?1"
+		" AND state IN ('queued', 'delivered')",
+	[ST_COMMAND_RESULT] =
+		"UPDATE commands SET state = ?3, state_since = ?4 WHERE command_id = ?1"
+		" AND host_id = ?2",
 };
+
+static const char queued_commands_sql[] =
+	"SELECT rowid, command_id, host_id, expires_at, envelope FROM commands"
+	" WHERE state = 'queued' AND rowid > ?1 ORDER BY rowid";
 
 struct store {
 	uv_loop_t *loop;
@@ -170,6 +183,7 @@ struct store {
 	sqlite3 *rdb;                    /* the loop's, for reads */
 	sqlite3_stmt *st[ST_COUNT];      /* prepared on wdb */
 	sqlite3_stmt *read_highest;      /* prepared on rdb */
+	sqlite3_stmt *read_commands;
 	store_committed_cb committed_cb;
 	void *arg;
 	struct status_rules rules;
@@ -454,6 +468,23 @@ static int write_result(struct store *st, const struct store_write *w,
 	sqlite3_bind_int64(s, 8, r->finished_at_ms);
 	sqlite3_bind_int64(s, 9, w->received_ms);
 	free(steps);
+	if (step(st, s) < 0)
+		return -1;
+	static const char *const states[] = {
+		[EXFLEET__COMMAND_STATUS__COMMAND_SUCCEEDED] = "succeeded",
+		[EXFLEET__COMMAND_STATUS__COMMAND_FAILED] = "failed",
+		[EXFLEET__COMMAND_STATUS__COMMAND_REJECTED] = "rejected",
+		[EXFLEET__COMMAND_STATUS__COMMAND_EXPIRED] = "expired",
+	};
+	const char *state = (unsigned)r->status < sizeof(states) / sizeof(states[0]) &&
+				    states[r->status]
+			    ? states[r->status]
+			    : "failed";
+	s = st->st[ST_COMMAND_RESULT];
+	sqlite3_bind_text(s, 1, r->command_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, w->host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, w->received_ms);
 	return step(st, s);
 }
 
@@ -461,6 +492,8 @@ static int write_result(struct store *st, const struct store_write *w,
  * can events the rules look at. */
 static int affects_status(const struct store *st, const Exfleet__AgentMessage *m)
 {
+	if (!m)
+		return 0;
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
 	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT:
@@ -678,6 +711,13 @@ static int write_one(struct store *st, struct store_write *w)
 {
 	const Exfleet__AgentMessage *m = w->msg;
 	int rc = 0;
+	if (!m) {
+		sqlite3_stmt *s = st->st[ST_COMMAND_STATE];
+		sqlite3_bind_text(s, 1, w->command_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, w->command_state, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, w->received_ms);
+		return step(st, s);
+	}
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
 		return write_hello(st, w, m->hello);
@@ -831,9 +871,10 @@ static void async_cb(uv_async_t *a)
 	while (w) {
 		struct store_write *next = w->next;
 		st->pending--;
-		if (st->committed_cb)
+		if (st->committed_cb && w->msg)
 			st->committed_cb(w, st->arg);
-		exfleet__agent_message__free_unpacked(w->msg, NULL);
+		if (w->msg)
+			exfleet__agent_message__free_unpacked(w->msg, NULL);
 		free(w);
 		w = next;
 	}
@@ -851,6 +892,45 @@ size_t store_submit(struct store *st, struct store_write *w)
 	uv_cond_signal(&st->wake);
 	uv_mutex_unlock(&st->lock);
 	return ++st->pending;
+}
+
+void store_command_state(struct store *st, const char *command_id, const char *state)
+{
+	struct store_write *w = calloc(1, sizeof(*w));
+	if (!w) {
+		log_err("store: out of memory recording command %s as %s", command_id, state);
+		return;
+	}
+	snprintf(w->command_id, sizeof(w->command_id), "%s", command_id);
+	w->command_state = state;
+	w->received_ms = util_now_ms();
+	store_submit(st, w);
+}
+
+int store_queued_commands(struct store *st, int64_t *after, store_command_cb cb, void *arg)
+{
+	sqlite3_stmt *s = st->read_commands;
+	sqlite3_bind_int64(s, 1, *after);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_command c = {
+			.command_id = (const char *)sqlite3_column_text(s, 1),
+			.host_id = (const char *)sqlite3_column_text(s, 2),
+			.expires_at_ms = sqlite3_column_int64(s, 3),
+			.envelope = sqlite3_column_blob(s, 4),
+			.len = (size_t)sqlite3_column_bytes(s, 4),
+		};
+		*after = sqlite3_column_int64(s, 0);
+		if (c.command_id && c.host_id)
+			cb(&c, arg);
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc != SQLITE_DONE) {
+		log_err("store: %s: reading queued commands: %s", st->path, sqlite3_errmsg(st->rdb));
+		return -1;
+	}
+	return 0;
 }
 
 size_t store_queue_depth(struct store *st)
@@ -899,6 +979,7 @@ static void store_free(struct store *st)
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(st->st[i]);
 	sqlite3_finalize(st->read_highest);
+	sqlite3_finalize(st->read_commands);
 	sqlite3_close(st->wdb);
 	sqlite3_close(st->rdb);
 	free(st->auth_json);
@@ -944,7 +1025,9 @@ int store_open(struct store **out, uv_loop_t *loop, const struct store_options *
 		}
 	}
 	if (sqlite3_prepare_v2(st->rdb, statements[ST_HIGHEST_SELECT], -1, &st->read_highest,
-			       NULL) != SQLITE_OK) {
+			       NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(st->rdb, queued_commands_sql, -1, &st->read_commands, NULL) !=
+		    SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
 		goto fail;
 	}
@@ -989,4 +1072,164 @@ void store_close(struct store *st, void (*done_cb)(void *arg), void *arg)
 	st->closed_cb = done_cb;
 	st->closed_arg = arg;
 	uv_close((uv_handle_t *)&st->async, async_closed_cb);
+}
+
+/* ---- direct access for exfleetctl ---- */
+
+/* The wave of a host is the imported plan's, else the agent's label. */
+static const char *const views[] = {
+	[STORE_HOSTS] =
+		"SELECT h.host_id, COALESCE(w.wave, h.wave) AS wave, h.site,"
+		" COALESCE(h.status, 'NEVER_SEEN') AS status, h.status_since, h.last_seen,"
+		" h.role, h.promoted_at, h.evidence FROM hosts h"
+		" LEFT JOIN waves w ON w.host_id = h.host_id"
+		" WHERE (?2 IS NULL OR h.status = ?2) AND (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3)"
+		" ORDER BY h.host_id",
+	[STORE_HOST] =
+		"SELECT h.host_id, COALESCE(w.wave, h.wave) AS wave, h.site, h.status, h.status_since,"
+		" h.evidence, h.first_seen, h.last_seen, h.agent_version, h.platform, h.domain, h.role,"
+		" h.role_changed_at, h.promoted_at, h.sam_present, h.exchange_version, h.exchange_sp,"
+		" h.sp_needs_reapply, h.highest_seq, h.spool_dropped, h.repaired_at FROM hosts h"
+		" LEFT JOIN waves w ON w.host_id = h.host_id WHERE h.host_id = ?1",
+	[STORE_HOST_SERVICES] =
+		"SELECT name, display_name, state, start_type, logon_account, win32_exit_code,"
+		" service_exit_code, account_status, rights FROM services WHERE host_id = ?1"
+		" ORDER BY name",
+	[STORE_HOST_EVENTS] =
+		"SELECT * FROM (SELECT seq, time_generated, log, source, event_id, type, message"
+		" FROM events WHERE host_id = ?1 ORDER BY seq DESC LIMIT 20) ORDER BY seq",
+	[STORE_HOST_HISTORY] =
+		"SELECT at, status, evidence FROM status_history WHERE host_id = ?1 ORDER BY rowid",
+	[STORE_HOST_COMMANDS] =
+		"SELECT c.command_id, c.action, c.issuer, c.state, c.state_since, c.issued_at,"
+		" r.status AS result, r.reason, r.steps FROM commands c"
+		" LEFT JOIN command_results r ON r.command_id = c.command_id AND r.host_id = c.host_id"
+		" WHERE c.host_id = ?1 ORDER BY c.issued_at",
+};
+
+int store_open_reader(struct store **out, const char *path, char *err, size_t errlen)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "out of memory");
+		return UV_ENOMEM;
+	}
+	snprintf(st->path, sizeof(st->path), "%s", path);
+	/* Never create: a reader pointed at the wrong file must say so. */
+	if (sqlite3_open_v2(path, &st->rdb, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot open the collector's store: %s", path,
+			 st->rdb ? sqlite3_errmsg(st->rdb) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->rdb, 5000);
+	sqlite3_stmt *s;
+	int version = -1;
+	if (sqlite3_prepare_v2(st->rdb, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (version != STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen,
+			 "%s: schema version %d, this exfleetctl reads version %d%s", path, version,
+			 STORE_SCHEMA_VERSION,
+			 version <= 0 ? " (is this a collector's store?)" : "");
+		goto fail;
+	}
+	*out = st;
+	return 0;
+fail:
+	sqlite3_close(st->rdb);
+	free(st);
+	return UV_EINVAL;
+}
+
+void store_close_reader(struct store *st)
+{
+	sqlite3_close(st->rdb);
+	free(st);
+}
+
+int store_view(struct store *st, enum store_view view, const char *key, const char *status,
+	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->rdb, views[view], -1, &s, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		return UV_EIO;
+	}
+	if (key)
+		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (status)
+		sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+	if (wave)
+		sqlite3_bind_text(s, 3, wave, -1, SQLITE_STATIC);
+	int n = sqlite3_column_count(s);
+	const char **names = calloc((size_t)n, sizeof(char *));
+	const char **values = calloc((size_t)n, sizeof(char *));
+	enum store_type *types = calloc((size_t)n, sizeof(*types));
+	int rc = 0;
+	if (!names || !values || !types) {
+		snprintf(err, errlen, "out of memory");
+		rc = UV_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		names[i] = sqlite3_column_name(s, i);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		for (int i = 0; i < n; i++) {
+			int t = sqlite3_column_type(s, i);
+			types[i] = t == SQLITE_NULL ? STORE_NULL
+				   : t == SQLITE_INTEGER ? STORE_INTEGER
+							 : STORE_TEXT;
+			values[i] = (const char *)sqlite3_column_text(s, i);
+		}
+		struct store_row row = {n, names, values, types};
+		cb(&row, arg);
+	}
+	if (rc != SQLITE_DONE) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		rc = UV_EIO;
+	} else {
+		rc = 0;
+	}
+out:
+	free(names);
+	free(values);
+	free(types);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int store_enqueue_command(struct store *st, const char *command_id, const char *host_id,
+			  const char *action, const char *issuer, int64_t issued_ms,
+			  int64_t expires_ms, const uint8_t *envelope, size_t len, char *err,
+			  size_t errlen)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->rdb,
+			       "INSERT INTO commands (command_id, host_id, action, issuer, issued_at,"
+			       " expires_at, state, state_since, envelope)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?5, ?7)",
+			       -1, &s, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		return UV_EIO;
+	}
+	sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, host_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, issuer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, issued_ms);
+	sqlite3_bind_int64(s, 6, expires_ms);
+	sqlite3_bind_blob(s, 7, envelope, (int)len, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc == SQLITE_CONSTRAINT) {
+		snprintf(err, errlen, "command id %s is already in use", command_id);
+		return UV_EEXIST;
+	}
+	if (rc != SQLITE_DONE) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		return UV_EIO;
+	}
+	return 0;
 }

@@ -100,4 +100,24 @@ int pki_cert_identity(const X509 *cert, char *name, size_t name_len, enum pki_ro
 int pki_cert_path(const char *dir, enum pki_role role, const char *name, char *crt, size_t crt_len,
                   char *key, size_t key_len);
 
+/* Certificates minted in memory, for load tests that need thousands of
+ * identities: the CA is loaded once and each certificate costs one signature,
+ * for a key the caller holds (many certificates may share one key). A minted
+ * certificate is written nowhere and is not in DIR/index.txt, so pki_list does
+ * not show it and pki_revoke cannot revoke it by name: mint them only from a
+ * test deployment's CA, and with a short validity. Otherwise the certificate is
+ * the one pki_issue would make (subject, extensions, random 128-bit serial). */
+struct pki_ca;
+
+/* Loads DIR/ca.crt and DIR/ca.key (which must be private), refusing an
+ * expired CA. Free with pki_ca_free. */
+int pki_ca_load(const char *dir, struct pki_ca **out, char *err, size_t errlen);
+/* A new key of the CA's algorithm, as pki_issue would make for a holder. */
+int pki_ca_keygen(const struct pki_ca *ca, EVP_PKEY **out, char *err, size_t errlen);
+/* Signs a certificate for role and name over key's public half. days 0 means
+ * PKI_LEAF_DAYS_DEFAULT, never beyond the CA's notAfter. Free *out with X509_free. */
+int pki_ca_mint(const struct pki_ca *ca, enum pki_role role, const char *name, EVP_PKEY *key,
+                int days, X509 **out, char *err, size_t errlen);
+void pki_ca_free(struct pki_ca *ca);
+
 #endif

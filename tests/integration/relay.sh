@@ -1,0 +1,58 @@
+#!/bin/sh
+# Commands travel to their host: at once when it is online, when it connects
+# when it is not, and never once they have expired. Results come back and
+# move each command to its final state; statuses follow what agents report.
+. "$(dirname "$0")/lib.sh"
+
+F=$WORK/fleet
+"$BIN/exfleet-sim" create "$F" --hosts 2 --waves 1 --seed 11 --local-account-share 0 \
+	--collector 127.0.0.1:9 --collector-name localhost >"$WORK/create.log"
+set -- $(cd "$F/hosts" && ls | sed 's/\.json$//')
+H1=$1 H2=$2
+: >"$WORK/collector.log"
+run_collector "$F/collector.ini"
+for h in $H1 $H2; do
+	sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = 100ms\nreconnect_max = 500ms/" \
+		"$F/agents/$h.ini"
+done
+ctl() { "$BIN/exfleetctl" "$@" --store "$F/collector.db"; }
+state() {
+	sql "$F/collector.db" "SELECT state FROM commands WHERE command_id = '$1'"
+}
+wait_state() {
+	wait_sql "$F/collector.db" "SELECT state FROM commands WHERE command_id = '$1'" "$2" 20
+}
+
+start a1 "$BIN/exfleet-agent" --config "$F/agents/$H1.ini"
+wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" HEALTHY
+
+# Online: delivered at once, the restart succeeds (dependents come along).
+id=$(ctl queue "$H1" restart MSExchangeIS)
+wait_state "$id" succeeded
+grep -q "command $id delivered" "$WORK/collector.log" || fail "no delivery logged"
+steps=$(sql "$F/collector.db" "SELECT steps FROM command_results WHERE command_id = '$id'")
+echo "$steps" | grep -q '"step":"stop","target":"MSExchangeES"' ||
+	fail "MSExchangeES was not stopped before MSExchangeIS: $steps"
+
+# Offline: it waits; an expired one never goes out.
+id2=$(ctl queue "$H2" rescan)
+id3=$(ctl queue "$H2" rescan --expires 1s)
+sleep 2.5
+[ "$(state "$id2")" = queued ] || fail "command for an offline host is $(state "$id2")"
+wait_state "$id3" expired
+start a2 "$BIN/exfleet-agent" --config "$F/agents/$H2.ini"
+wait_state "$id2" succeeded
+[ "$(state "$id3")" = expired ] || fail "an expired command went out"
+
+# The operator's view follows: promote H1, it is AFFECTED with evidence.
+"$BIN/exfleet-sim" dcpromo "$F/hosts/$H1.json" >/dev/null
+wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" AFFECTED
+ctl hosts --status affected >"$WORK/hosts.out"
+grep -q "^$H1 .*AFFECTED .*ONLINE .*stopped: 1069" "$WORK/hosts.out" ||
+	fail "exfleetctl hosts: $(cat "$WORK/hosts.out")"
+ctl host "$H1" --json >"$WORK/host.json"
+grep -q '"status": "AFFECTED"' "$WORK/host.json" || fail "exfleetctl host --json lacks the status"
+# An unknown host is an error that names it.
+ctl host NOSUCH >/dev/null 2>"$WORK/err.out" && fail "exfleetctl host NOSUCH succeeded"
+grep -q "no host 'NOSUCH'" "$WORK/err.out" || fail "$(cat "$WORK/err.out")"
+echo "relay: ok"
