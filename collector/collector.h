@@ -19,7 +19,12 @@ struct collector_config {
 	int log_level;
 	uint64_t heartbeat_ms;   /* interval the agents are told to keep */
 	uint64_t handshake_timeout_ms;
+	int64_t max_handshakes;  /* TLS handshakes in progress at once */
+	int64_t max_waiting;     /* accepted connections waiting for a handshake slot */
+	int64_t max_sessions;    /* welcomed sessions; beyond, Welcome{retry_after} */
+	uint64_t retry_after_ms;
 	uint64_t max_frame;
+	uint64_t write_queue_max;  /* bytes queued to one agent before it is dropped */
 	char *store_path;
 	int64_t store_queue_high;
 	int64_t store_queue_low;
@@ -43,6 +48,7 @@ void collector_config_free(struct collector_config *cfg);
 void collector_config_reference(FILE *out);
 
 enum agent_state {
+	AGENT_WAITING,   /* accepted, waiting for a handshake slot */
 	AGENT_HANDSHAKE, /* TLS in progress */
 	AGENT_HELLO,     /* verified, waiting for Hello */
 	AGENT_READY,     /* welcomed */
@@ -56,7 +62,9 @@ struct agent_conn {
 	uint64_t acked;          /* highest sequence acknowledged on this session */
 	int64_t connected_ms;
 	int64_t last_rx_ms;
+	int64_t stalled_since_ms;  /* our replies have queued up since then */
 	struct agent_conn *prev, *next;
+	struct agent_conn *wait_prev, *wait_next; /* the server's waiting queue */
 };
 
 struct server {
@@ -70,6 +78,11 @@ struct server {
 	struct agent_conn *conns;
 	unsigned nconns;
 	unsigned nready;
+	unsigned nhandshakes;    /* in progress */
+	unsigned nwaiting;
+	struct agent_conn *wait_head, *wait_tail; /* FIFO of AGENT_WAITING */
+	uint64_t handshakes_done, shed, emfile;
+	int64_t last_emfile_log_ms;
 	struct hostmap sessions; /* host id -> its welcomed agent_conn */
 	struct store *store;
 	struct relay relay;

@@ -43,6 +43,7 @@ int main(int argc, char **argv)
 	int check = 0;
 	log_set_prefix("exfleet-collector");
 	util_ignore_sigpipe();
+	srand((unsigned)util_now_ms() ^ (unsigned)uv_os_getpid());
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
 			path = argv[++i];
@@ -123,6 +124,12 @@ int main(int argc, char **argv)
 	uv_signal_start(&sigterm, signal_cb, SIGTERM);
 	log_info("collector %s %s listening for agents on %s, store %s", cfg.id,
 		 EXFLEET_VERSION, srv.bound, cfg.store_path);
+	uint64_t soft, hard;
+	uint64_t now_soft = util_raise_nofile(&soft, &hard);
+	log_info("open files: soft limit %llu (was %llu), hard limit %llu: at most about %llu "
+		 "agent sessions",
+		 (unsigned long long)now_soft, (unsigned long long)soft, (unsigned long long)hard,
+		 (unsigned long long)(now_soft > 64 ? now_soft - 64 : 0));
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");

@@ -1,6 +1,7 @@
 /* The agent-facing server: accepts mutual-TLS sessions, checks each agent's
  * Hello against its certificate, welcomes it, and keeps one session per host. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "collector.h"
@@ -10,6 +11,9 @@
 #include "wire.h"
 
 #define HELLO_TIMEOUT_MS 30000
+
+static void admit(struct server *srv);
+static void wait_unlink(struct server *srv, struct agent_conn *a);
 #define SILENT_HEARTBEATS 3
 
 static void conns_link(struct server *srv, struct agent_conn *a)
@@ -92,6 +96,23 @@ static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 	if (old)
 		tls_conn_close(&old->conn, LOG_INFO, "replaced by a new session from %s",
 			       a->conn.addr);
+	if (srv->cfg->max_sessions > 0 && !old && srv->nready >= (unsigned)srv->cfg->max_sessions) {
+		/* Full: come back later, spread by jitter. */
+		uint64_t base = srv->cfg->retry_after_ms;
+		Exfleet__Welcome w = EXFLEET__WELCOME__INIT;
+		w.protocol_version = WIRE_PROTOCOL_VERSION;
+		w.collector_id = srv->cfg->id;
+		w.server_time_ms = util_now_ms();
+		w.retry_after_ms = (uint32_t)(base / 2 + (uint64_t)rand() % (base + 1));
+		Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
+		m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_WELCOME;
+		m.welcome = &w;
+		wire_send_collector(&a->conn, &m);
+		srv->shed++;
+		tls_conn_close(&a->conn, LOG_INFO, "shed: %u sessions (max_sessions): retry in %u ms",
+			       srv->nready, w.retry_after_ms);
+		return -1;
+	}
 	uint64_t stored = 0;
 	if (store_host_highest(srv->store, h->host_id, &stored) < 0) {
 		refuse(a, "the collector cannot read its store; try again later");
@@ -133,13 +154,17 @@ static void on_heartbeat(struct agent_conn *a)
 static void conn_ready_cb(struct tls_conn *c)
 {
 	struct agent_conn *a = c->data;
+	a->server->nhandshakes--;
+	a->server->handshakes_done++;
+	a->state = AGENT_HELLO;
+	a->last_rx_ms = util_now_ms();
+	admit(a->server);
 	if (c->peer_role != PKI_ROLE_AGENT) {
-		tls_conn_close(c, LOG_WARN, "refused: a %s certificate may not connect as an agent",
+		tls_conn_close(c, LOG_WARN,
+			       "refused: a certificate of role '%s' may not connect as an agent",
 			       pki_role_name((enum pki_role)c->peer_role));
 		return;
 	}
-	a->state = AGENT_HELLO;
-	a->last_rx_ms = util_now_ms();
 	if (a->server->readers_paused)
 		tls_conn_pause(c, TLS_PAUSE_OWNER);
 }
@@ -242,20 +267,73 @@ static void conn_close_cb(struct tls_conn *c)
 	if (a->state == AGENT_READY) {
 		srv->nready--;
 		hostmap_remove(&srv->sessions, a->host_id, a);
+	} else if (a->state == AGENT_HANDSHAKE) {
+		srv->nhandshakes--;
+	} else if (a->state == AGENT_WAITING) {
+		wait_unlink(srv, a);
 	}
 	conns_unlink(srv, a);
 	free(a);
+	if (!srv->stopping)
+		admit(srv);
 	maybe_stopped(srv);
 }
 
 static const struct tls_conn_ops conn_ops = {
 	.ready_cb = conn_ready_cb, .frame_cb = conn_frame_cb, .close_cb = conn_close_cb};
 
+static void wait_push(struct server *srv, struct agent_conn *a)
+{
+	a->wait_prev = srv->wait_tail;
+	a->wait_next = NULL;
+	if (srv->wait_tail)
+		srv->wait_tail->wait_next = a;
+	else
+		srv->wait_head = a;
+	srv->wait_tail = a;
+	srv->nwaiting++;
+}
+
+static void wait_unlink(struct server *srv, struct agent_conn *a)
+{
+	if (a->wait_prev)
+		a->wait_prev->wait_next = a->wait_next;
+	else
+		srv->wait_head = a->wait_next;
+	if (a->wait_next)
+		a->wait_next->wait_prev = a->wait_prev;
+	else
+		srv->wait_tail = a->wait_prev;
+	a->wait_prev = a->wait_next = NULL;
+	srv->nwaiting--;
+}
+
+/* Starts waiting handshakes while there are free slots, oldest first. */
+static void admit(struct server *srv)
+{
+	while (srv->wait_head && srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
+		struct agent_conn *a = srv->wait_head;
+		wait_unlink(srv, a);
+		a->state = AGENT_HANDSHAKE;
+		srv->nhandshakes++;
+		tls_conn_start(&a->conn);
+	}
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
 	struct server *srv = listener->data;
 	if (status < 0) {
-		log_warn("accept: %s", uv_strerror(status));
+		/* libuv has already accepted and closed what it could not keep,
+		 * so this does not spin; say so now and then, not each time. */
+		srv->emfile += status == UV_EMFILE || status == UV_ENFILE;
+		int64_t now = util_now_ms();
+		if (now - srv->last_emfile_log_ms > 10000) {
+			srv->last_emfile_log_ms = now;
+			log_warn("accept: %s (%llu times so far; %u connections open): raise the "
+				 "file limit or lower [agents] max_waiting",
+				 uv_strerror(status), (unsigned long long)srv->emfile, srv->nconns);
+		}
 		return;
 	}
 	struct agent_conn *a = calloc(1, sizeof(*a));
@@ -264,11 +342,26 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	a->server = srv;
-	a->state = AGENT_HANDSHAKE;
 	a->connected_ms = util_now_ms();
 	a->conn.data = a;
 	conns_link(srv, a);
-	tls_conn_accept(&a->conn, listener, srv->tls, &srv->limits, &conn_ops);
+	if (srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
+		a->state = AGENT_HANDSHAKE;
+		srv->nhandshakes++;
+		tls_conn_accept(&a->conn, listener, srv->tls, &srv->limits, &conn_ops);
+		return;
+	}
+	/* A reconnect storm: past the handshakes the CPU can take, connections
+	 * wait their turn, and past that they are closed at once; agents back
+	 * off with jitter and come back. */
+	a->state = AGENT_WAITING;
+	wait_push(srv, a);
+	tls_conn_accept_held(&a->conn, listener, srv->tls, &srv->limits, &conn_ops);
+	if (srv->nwaiting > (unsigned)srv->cfg->max_waiting) {
+		srv->shed++;
+		tls_conn_close(&a->conn, LOG_DEBUG, "shed: %u connections already waiting",
+			       srv->nwaiting - 1);
+	}
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -278,12 +371,29 @@ static void sweep_cb(uv_timer_t *t)
 	int64_t silent = (int64_t)(SILENT_HEARTBEATS * srv->cfg->heartbeat_ms);
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
-		if (a->state == AGENT_HELLO && now - a->last_rx_ms > HELLO_TIMEOUT_MS)
+		if (a->state == AGENT_WAITING && now - a->connected_ms > HELLO_TIMEOUT_MS)
+			tls_conn_close(&a->conn, LOG_DEBUG, "waited %d s for a handshake slot",
+				       HELLO_TIMEOUT_MS / 1000);
+		else if (a->state == AGENT_HELLO && now - a->last_rx_ms > HELLO_TIMEOUT_MS)
 			tls_conn_close(&a->conn, LOG_WARN, "no Hello within %d s",
 				       HELLO_TIMEOUT_MS / 1000);
+		else if (a->state == AGENT_READY && (a->conn.paused & TLS_PAUSE_WRITE) &&
+			 a->stalled_since_ms && now - a->stalled_since_ms > (int64_t)srv->cfg->heartbeat_ms)
+			/* Reading from it stopped because it does not read our
+			 * replies; it would look silent, but the cause is this. */
+			tls_conn_close(&a->conn, LOG_WARN,
+				       "agent has not read its replies for %lld s (%zu bytes queued)",
+				       (long long)(now - a->stalled_since_ms) / 1000,
+				       a->conn.write_queued);
 		else if (a->state == AGENT_READY && now - a->last_rx_ms > silent)
 			tls_conn_close(&a->conn, LOG_WARN, "silent for %lld s: offline",
 				       (long long)(now - a->last_rx_ms) / 1000);
+		if (a->conn.paused & TLS_PAUSE_WRITE) {
+			if (!a->stalled_since_ms)
+				a->stalled_since_ms = now;
+		} else {
+			a->stalled_since_ms = 0;
+		}
 	}
 }
 
@@ -299,6 +409,11 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 	tls_limits_default(&srv->limits);
 	srv->limits.max_frame = cfg->max_frame;
 	srv->limits.handshake_timeout_ms = cfg->handshake_timeout_ms;
+	srv->limits.write_max = cfg->write_queue_max;
+	if (srv->limits.write_high > cfg->write_queue_max / 2) {
+		srv->limits.write_high = cfg->write_queue_max / 2;
+		srv->limits.write_low = cfg->write_queue_max / 8;
+	}
 
 	char host[256], port[8];
 	if (util_split_hostport(cfg->listen, host, sizeof(host), port, sizeof(port)) < 0) {

@@ -487,8 +487,8 @@ static void conn_start_handshake(struct tls_conn *c)
 	update_reading(c);
 }
 
-int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
-		    const struct tls_limits *limits, const struct tls_conn_ops *ops)
+static int conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
+		       const struct tls_limits *limits, const struct tls_conn_ops *ops, int start)
 {
 	int rc = conn_init(c, server->loop, ctx, limits, ops);
 	if (rc < 0)
@@ -508,8 +508,29 @@ int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 	conn_set_peer(c);
 	uv_tcp_nodelay(&c->tcp, 1);
 	SSL_set_accept_state(c->ssl);
-	conn_start_handshake(c);
+	if (start)
+		conn_start_handshake(c);
+	else
+		c->state = TLS_CONNECTING; /* held: closes without a goodbye */
 	return 0;
+}
+
+int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
+		    const struct tls_limits *limits, const struct tls_conn_ops *ops)
+{
+	return conn_accept(c, server, ctx, limits, ops, 1);
+}
+
+int tls_conn_accept_held(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
+			 const struct tls_limits *limits, const struct tls_conn_ops *ops)
+{
+	return conn_accept(c, server, ctx, limits, ops, 0);
+}
+
+void tls_conn_start(struct tls_conn *c)
+{
+	if (c->state == TLS_CONNECTING)
+		conn_start_handshake(c);
 }
 
 static void connect_cb(uv_connect_t *req, int status)

@@ -95,6 +95,12 @@ struct tls_conn {
 /* Server side: accepts one pending connection from server. */
 int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 		    const struct tls_limits *limits, const struct tls_conn_ops *ops);
+/* Accepts it but holds the handshake back (nothing is read, no deadline
+ * runs) until tls_conn_start: admission control, so a reconnect storm costs
+ * sockets, not CPU. */
+int tls_conn_accept_held(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
+			 const struct tls_limits *limits, const struct tls_conn_ops *ops);
+void tls_conn_start(struct tls_conn *c);
 
 /* Client side: connects to addr and verifies that the server's certificate
  * names server_name. */

@@ -2,6 +2,9 @@
 
 #include <errno.h>
 #include <signal.h>
+#ifndef _WIN32
+#include <sys/resource.h>
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,5 +250,27 @@ void util_ignore_sigpipe(void)
 {
 #ifndef _WIN32
 	signal(SIGPIPE, SIG_IGN);
+#endif
+}
+
+uint64_t util_raise_nofile(uint64_t *soft_before, uint64_t *hard)
+{
+#ifndef _WIN32
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		*soft_before = *hard = 0;
+		return 0;
+	}
+	*soft_before = (uint64_t)rl.rlim_cur;
+	*hard = (uint64_t)rl.rlim_max;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return *soft_before;
+	}
+	return (uint64_t)rl.rlim_cur;
+#else
+	*soft_before = *hard = 0;
+	return 0;
 #endif
 }

@@ -40,5 +40,10 @@ int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
  * a closed socket return EPIPE instead of raising SIGPIPE. */
 void util_ignore_sigpipe(void);
 
+/* Raises the soft limit on open files to the hard limit (each agent session
+ * is a socket); *soft_before and *hard receive the limits (0 where there is
+ * no such limit). Returns the soft limit now in force. */
+uint64_t util_raise_nofile(uint64_t *soft_before, uint64_t *hard);
+
 #endif
 

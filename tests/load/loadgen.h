@@ -132,6 +132,7 @@ struct lg_result {
 	uint64_t rss_kb_up, rss_kb_end, hwm_kb;
 	struct lg_hist welcome_latency;  /* connect began -> Welcome */
 	struct lg_hist ack_latency;      /* EventBatch sent -> Ack covering it */
+	uint64_t ack_latency_unsampled;  /* batches sent while 64 awaited their Ack */
 	struct lg_hist command_latency;  /* Command received -> Ack of its result */
 	uint32_t nslots;
 };

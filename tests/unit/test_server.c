@@ -1,0 +1,387 @@
+/* The collector's agent server in-process, with real certificates and a
+ * real store: each kind of bad agent (an oversize frame, a Hello that names
+ * another host, garbage after the handshake, an agent that does not read,
+ * a second session for the same host) costs only its own session, while a
+ * well-behaved agent beside them keeps being welcomed and acknowledged. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <ftw.h>
+
+#include "collector.h"
+#include "pki.h"
+#include "util.h"
+#include "wire.h"
+
+static char dir[512], pki_dir[600], db_path[600];
+static FILE *log_file;
+
+/* The collector's log must name what happened, with the peer. */
+static void expect_logged(const char *needle)
+{
+	fflush(log_file);
+	rewind(log_file);
+	char line[1024];
+	while (fgets(line, sizeof(line), log_file))
+		if (strstr(line, needle))
+			return;
+	fail_msg("not in the collector's log: %s", needle);
+}
+
+static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* ---- a scripted agent ---- */
+
+struct client {
+	struct tls_conn conn;
+	const char *name;
+	int ready, closed, welcomed, refused, acks;
+	uint64_t acked;
+	char reason[200];
+	char welcome_error[200];
+};
+
+static void client_ready_cb(struct tls_conn *c)
+{
+	((struct client *)c->data)->ready = 1;
+}
+
+static void client_frame_cb(struct tls_conn *c, const uint8_t *p, size_t len)
+{
+	struct client *cl = c->data;
+	char why[128];
+	Exfleet__CollectorMessage *m = wire_decode_collector(p, len, why, sizeof(why));
+	assert_non_null(m);
+	if (m->msg_case == EXFLEET__COLLECTOR_MESSAGE__MSG_WELCOME) {
+		if (m->welcome->error[0]) {
+			cl->refused = 1;
+			snprintf(cl->welcome_error, sizeof(cl->welcome_error), "%s", m->welcome->error);
+		} else {
+			cl->welcomed = 1;
+		}
+	} else if (m->msg_case == EXFLEET__COLLECTOR_MESSAGE__MSG_ACK) {
+		cl->acks++;
+		cl->acked = m->ack->sequence;
+	}
+	exfleet__collector_message__free_unpacked(m, NULL);
+}
+
+static void client_close_cb(struct tls_conn *c)
+{
+	struct client *cl = c->data;
+	cl->closed = 1;
+	snprintf(cl->reason, sizeof(cl->reason), "%s", c->close_reason);
+}
+
+static const struct tls_conn_ops client_ops = {
+	.ready_cb = client_ready_cb, .frame_cb = client_frame_cb, .close_cb = client_close_cb};
+
+static SSL_CTX *agent_ctx(const char *name)
+{
+	char crt[700], key[700], ca[700], err[512];
+	assert_int_equal(pki_cert_path(pki_dir, PKI_ROLE_AGENT, name, crt, sizeof(crt), key,
+				       sizeof(key)),
+			 0);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", pki_dir);
+	struct tls_config cfg = {.ca_file = ca, .cert_file = crt, .key_file = key};
+	SSL_CTX *ctx;
+	if (tls_ctx_new(&ctx, 0, &cfg, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	return ctx;
+}
+
+static void hello(struct client *cl, const char *host_id)
+{
+	Exfleet__Hello h = EXFLEET__HELLO__INIT;
+	h.protocol_version = WIRE_PROTOCOL_VERSION;
+	h.host_id = (char *)host_id;
+	h.agent_version = "test";
+	h.platform = "test";
+	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
+	m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_HELLO;
+	m.hello = &h;
+	assert_int_equal(wire_send_agent(&cl->conn, &m), 0);
+}
+
+static void events(struct client *cl, uint64_t first, size_t n)
+{
+	Exfleet__Event *ev[16];
+	Exfleet__Event e[16];
+	for (size_t i = 0; i < n; i++) {
+		exfleet__event__init(&e[i]);
+		e[i].sequence = first + i;
+		e[i].source = "MSExchangePOP3";
+		e[i].event_id = 13003;
+		ev[i] = &e[i];
+	}
+	Exfleet__EventBatch b = EXFLEET__EVENT_BATCH__INIT;
+	b.events = ev;
+	b.n_events = n;
+	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
+	m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_EVENTS;
+	m.events = &b;
+	assert_int_equal(wire_send_agent(&cl->conn, &m), 0);
+}
+
+static void heartbeat(struct client *cl)
+{
+	Exfleet__Heartbeat hb = EXFLEET__HEARTBEAT__INIT;
+	hb.sent_at_ms = util_now_ms();
+	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
+	m.msg_case = EXFLEET__AGENT_MESSAGE__MSG_HEARTBEAT;
+	m.heartbeat = &hb;
+	wire_send_agent(&cl->conn, &m);
+}
+
+/* ---- the collector ---- */
+
+struct world {
+	uv_loop_t loop;
+	struct collector_config cfg;
+	SSL_CTX *server_ctx;
+	struct store *store;
+	struct server srv;
+	int port;
+	int stopped;
+};
+
+static void world_start(struct world *w)
+{
+	memset(w, 0, sizeof(*w));
+	assert_int_equal(uv_loop_init(&w->loop), 0);
+	static char listen[] = "127.0.0.1:0", id[] = "localhost";
+	w->cfg.id = id;
+	w->cfg.listen = listen;
+	w->cfg.heartbeat_ms = 1000;
+	w->cfg.handshake_timeout_ms = 5000;
+	w->cfg.max_handshakes = 64;
+	w->cfg.max_waiting = 64;
+	w->cfg.retry_after_ms = 1000;
+	w->cfg.max_frame = 4096;
+	w->cfg.write_queue_max = 128 * 1024;
+	w->cfg.store_queue_high = 4096;
+	w->cfg.store_queue_low = 1024;
+	char crt[700], key[700], ca[700], crl[700], err[512];
+	pki_cert_path(pki_dir, PKI_ROLE_COLLECTOR, "localhost", crt, sizeof(crt), key, sizeof(key));
+	snprintf(ca, sizeof(ca), "%s/ca.crt", pki_dir);
+	snprintf(crl, sizeof(crl), "%s/crl.pem", pki_dir);
+	struct tls_config tc = {ca, crt, key, crl, 0};
+	if (tls_ctx_new(&w->server_ctx, 1, &tc, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	struct store_options so;
+	store_options_default(&so);
+	so.path = db_path;
+	assert_int_equal(store_open(&w->store, &w->loop, &so, server_committed, &w->srv, err,
+				    sizeof(err)),
+			 0);
+	if (server_start(&w->srv, &w->loop, &w->cfg, w->server_ctx, w->store, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	w->port = atoi(strrchr(w->srv.bound, ':') + 1);
+}
+
+static void stopped_cb(struct server *srv)
+{
+	struct world *w = (struct world *)((char *)srv - offsetof(struct world, srv));
+	store_close(w->store, NULL, NULL);
+	w->stopped = 1;
+}
+
+static void world_end(struct world *w)
+{
+	server_stop(&w->srv, stopped_cb);
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	assert_true(w->stopped);
+	assert_int_equal(uv_loop_close(&w->loop), 0);
+	SSL_CTX_free(w->server_ctx);
+}
+
+static void connect_client(struct world *w, struct client *cl, SSL_CTX *ctx, const char *name)
+{
+	memset(cl, 0, sizeof(*cl));
+	cl->name = name;
+	cl->conn.data = cl;
+	struct sockaddr_in addr;
+	uv_ip4_addr("127.0.0.1", w->port, &addr);
+	assert_int_equal(tls_conn_connect(&cl->conn, &w->loop, (struct sockaddr *)&addr, ctx,
+					  "localhost", NULL, &client_ops),
+			 0);
+}
+
+/* Runs the loop until *flag is set or seconds pass. */
+static void run_for(struct world *w, const int *flag, int seconds)
+{
+	int64_t end = util_now_ms() + seconds * 1000;
+	while (!*flag && util_now_ms() < end)
+		uv_run(&w->loop, UV_RUN_ONCE);
+	if (!*flag)
+		fail_msg("timed out");
+}
+
+static void welcome_and_ack(struct world *w, struct client *good, uint64_t seq)
+{
+	events(good, seq, 4);
+	int64_t end = util_now_ms() + 5000;
+	while (good->acked < seq + 3 && util_now_ms() < end)
+		uv_run(&w->loop, UV_RUN_ONCE);
+	assert_int_equal(good->acked, seq + 3);
+	assert_false(good->closed);
+}
+
+static int setup(void **state)
+{
+	const char *base = getenv("EXFLEET_TEST_TMP");
+	char err[512];
+	if (base)
+		util_mkdir_p(base, 0700, err, sizeof(err));
+	snprintf(dir, sizeof(dir), "%s/server-XXXXXX", base ? base : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
+	snprintf(db_path, sizeof(db_path), "%s/collector.db", dir);
+	assert_int_equal(pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)), 0);
+	const char *agents[] = {"GOOD01", "BAD01", "BAD02", "BAD03", "BAD04"};
+	struct pki_issue_opts o = {.role = PKI_ROLE_COLLECTOR, .name = "localhost"};
+	assert_int_equal(pki_issue(pki_dir, &o, NULL, err, sizeof(err)), 0);
+	for (size_t i = 0; i < 5; i++) {
+		struct pki_issue_opts a = {.role = PKI_ROLE_AGENT, .name = agents[i]};
+		assert_int_equal(pki_issue(pki_dir, &a, NULL, err, sizeof(err)), 0);
+	}
+	struct pki_issue_opts op = {.role = PKI_ROLE_OPERATOR, .name = "alice"};
+	assert_int_equal(pki_issue(pki_dir, &op, NULL, err, sizeof(err)), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	return nftw(dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void test_bad_agents_cost_only_their_session(void **state)
+{
+	struct world w;
+	world_start(&w);
+	SSL_CTX *good_ctx = agent_ctx("GOOD01");
+	struct client good;
+	connect_client(&w, &good, good_ctx, "GOOD01");
+	run_for(&w, &good.ready, 5);
+	hello(&good, "GOOD01");
+	run_for(&w, &good.welcomed, 5);
+	welcome_and_ack(&w, &good, 1);
+
+	/* 1. A frame larger than [agents] max_frame. */
+	SSL_CTX *ctx1 = agent_ctx("BAD01");
+	struct client bad;
+	connect_client(&w, &bad, ctx1, "BAD01");
+	run_for(&w, &bad.ready, 5);
+	hello(&bad, "BAD01");
+	run_for(&w, &bad.welcomed, 5);
+	static uint8_t big[FRAME_HEADER + 8192];
+	memset(big + FRAME_HEADER, 0x0a, 8192);
+	assert_int_equal(tls_conn_send(&bad.conn, big, 8192), 0);
+	run_for(&w, &bad.closed, 5);
+	expect_logged("[BAD01 127.0.0.1:");
+	expect_logged("closed: protocol error: frame larger than the maximum (8192 bytes, limit 4096)");
+	welcome_and_ack(&w, &good, 5);
+
+	/* 2. A Hello naming another host than the certificate. */
+	SSL_CTX *ctx2 = agent_ctx("BAD02");
+	connect_client(&w, &bad, ctx2, "BAD02");
+	run_for(&w, &bad.ready, 5);
+	hello(&bad, "GOOD01");
+	run_for(&w, &bad.closed, 5);
+	assert_true(bad.refused);
+	assert_string_equal(bad.welcome_error,
+			    "Hello names host 'GOOD01' but the certificate is for 'BAD02'");
+	expect_logged("closed: refused: Hello names host 'GOOD01' but the certificate is for "
+		      "'BAD02'");
+	welcome_and_ack(&w, &good, 9); /* and GOOD01's session was not replaced */
+
+	/* 3. Garbage in a well-formed frame after the handshake. */
+	SSL_CTX *ctx3 = agent_ctx("BAD03");
+	connect_client(&w, &bad, ctx3, "BAD03");
+	run_for(&w, &bad.ready, 5);
+	hello(&bad, "BAD03");
+	run_for(&w, &bad.welcomed, 5);
+	uint8_t junk[FRAME_HEADER + 6] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f};
+	assert_int_equal(tls_conn_send(&bad.conn, junk, 6), 0);
+	run_for(&w, &bad.closed, 5);
+	expect_logged("closed: protocol error: undecodable AgentMessage (6 bytes)");
+	welcome_and_ack(&w, &good, 13);
+
+	/* 4. An agent that sends but never reads: its replies pile up, the
+	 * collector stops reading it, then drops it (heartbeat is 1 s here). */
+	SSL_CTX *ctx4 = agent_ctx("BAD04");
+	connect_client(&w, &bad, ctx4, "BAD04");
+	uv_recv_buffer_size((uv_handle_t *)&bad.conn.tcp, &(int){4096});
+	run_for(&w, &bad.ready, 5);
+	hello(&bad, "BAD04");
+	run_for(&w, &bad.welcomed, 5);
+	tls_conn_pause(&bad.conn, TLS_PAUSE_OWNER);
+	int64_t end = util_now_ms() + 15000;
+	while (!bad.closed && util_now_ms() < end) {
+		for (int i = 0; i < 200 && bad.conn.state == TLS_READY; i++)
+			heartbeat(&bad);
+		uv_run(&w.loop, UV_RUN_NOWAIT);
+		heartbeat(&good);
+		if (bad.conn.state != TLS_READY)
+			tls_conn_resume(&bad.conn, TLS_PAUSE_OWNER); /* to see the close */
+	}
+	assert_true(bad.closed);
+	assert_false(good.closed);
+	expect_logged("closed: agent has not read its replies for");
+	welcome_and_ack(&w, &good, 17);
+
+	/* 5. An operator's certificate is not an agent's. */
+	SSL_CTX *ctx5 = SSL_CTX_new(TLS_client_method());
+	char crt[700], key[700], ca[700];
+	pki_cert_path(pki_dir, PKI_ROLE_OPERATOR, "alice", crt, sizeof(crt), key, sizeof(key));
+	snprintf(ca, sizeof(ca), "%s/ca.crt", pki_dir);
+	SSL_CTX_use_certificate_file(ctx5, crt, SSL_FILETYPE_PEM);
+	SSL_CTX_use_PrivateKey_file(ctx5, key, SSL_FILETYPE_PEM);
+	SSL_CTX_load_verify_locations(ctx5, ca, NULL);
+	connect_client(&w, &bad, ctx5, "alice");
+	run_for(&w, &bad.closed, 5);
+	assert_false(bad.welcomed);
+	expect_logged("closed: refused: a certificate of role 'operator' may not connect as an "
+		      "agent");
+	welcome_and_ack(&w, &good, 21);
+
+	/* 6. A second session for GOOD01 replaces the first. */
+	struct client again;
+	connect_client(&w, &again, good_ctx, "GOOD01");
+	run_for(&w, &again.ready, 5);
+	hello(&again, "GOOD01");
+	run_for(&w, &again.welcomed, 5);
+	run_for(&w, &good.closed, 5);
+	expect_logged("closed: replaced by a new session from 127.0.0.1:");
+	welcome_and_ack(&w, &again, 25);
+
+	tls_conn_close(&again.conn, LOG_DEBUG, "done");
+	world_end(&w);
+	SSL_CTX_free(good_ctx);
+	SSL_CTX_free(ctx1);
+	SSL_CTX_free(ctx2);
+	SSL_CTX_free(ctx3);
+	SSL_CTX_free(ctx4);
+	SSL_CTX_free(ctx5);
+}
+
+int main(void)
+{
+	log_file = tmpfile();
+	log_init(log_file, LOG_INFO);
+	util_ignore_sigpipe();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bad_agents_cost_only_their_session),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
