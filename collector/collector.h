@@ -28,6 +28,8 @@ struct collector_config {
 	char *store_path;
 	int64_t store_queue_high;
 	int64_t store_queue_low;
+	uint64_t event_retention_ms;
+	int64_t events_per_host;
 	struct config_list status_services;
 	struct config_list status_auth;    /* SOURCE/ID */
 	struct config_list status_rights;

@@ -104,6 +104,8 @@ int main(int argc, char **argv)
 	so.rules = &rules;
 	so.queue_high = (size_t)cfg.store_queue_high;
 	so.queue_low = (size_t)cfg.store_queue_low;
+	so.event_max_age_ms = cfg.event_retention_ms;
+	so.events_per_host = (uint64_t)cfg.events_per_host;
 	if (store_open(&store, loop, &so, server_committed, &srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: [store] %s\n", path, err);
 		uv_run(loop, UV_RUN_DEFAULT);

@@ -30,6 +30,12 @@ struct store_options {
 	size_t queue_high;   /* writes queued above which readers should pause */
 	size_t queue_low;    /* and below which they may resume */
 	unsigned batch_max;  /* writes per transaction, at most */
+	/* Retention, enforced in the background by the writer: events
+	 * received longer ago than this go (0: kept forever), and a host keeps
+	 * at most this many of its newest events (0: no limit). */
+	uint64_t event_max_age_ms;
+	uint64_t events_per_host;
+	uint64_t prune_interval_ms;
 };
 
 void store_options_default(struct store_options *o);
@@ -45,6 +51,7 @@ struct store_write {
 	/* Or, with msg NULL: a command's new state (the relay's bookkeeping). */
 	char command_id[65];
 	const char *command_state;   /* a string literal: "delivered", "expired" */
+	int prune;                   /* or, with neither: a retention pass */
 	int64_t received_ms;
 	/* Set by the writer: the highest sequence stored for the host after
 	 * this write's transaction committed, and its outcome. */
@@ -66,6 +73,11 @@ size_t store_queue_depth(struct store *st);
 /* Writes committed since open, and transactions that committed them. */
 uint64_t store_committed(struct store *st);
 uint64_t store_transactions(struct store *st);
+
+/* Queues a retention pass now (it also runs every prune_interval_ms). */
+void store_prune(struct store *st);
+/* Events the retention passes removed since open. */
+uint64_t store_pruned(struct store *st);
 
 /* Queues a change of a command's state (delivered, expired). */
 void store_command_state(struct store *st, const char *command_id, const char *state);

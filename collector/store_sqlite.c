@@ -100,6 +100,9 @@ enum {
 	ST_STATUS_HISTORY,
 	ST_COMMAND_STATE,
 	ST_COMMAND_RESULT,
+	ST_PRUNE_AGE,
+	ST_PRUNE_HOSTS,
+	ST_PRUNE_HOST,
 	ST_COUNT
 };
 
@@ -169,7 +172,18 @@ static const char *const statements[ST_COUNT] = {
 	[ST_COMMAND_RESULT] =
 		"UPDATE commands SET state = ?3, state_since = ?4 WHERE command_id = ?1"
 		" AND host_id = ?2",
+	/* Retention works in bounded chunks so the writer never stalls long. */
+	[ST_PRUNE_AGE] =
+		"DELETE FROM events WHERE (host_id, seq) IN (SELECT host_id, seq FROM events"
+		" WHERE received_at < ?1 LIMIT ?2)",
+	[ST_PRUNE_HOSTS] =
+		"SELECT host_id FROM events GROUP BY host_id HAVING COUNT(*) > ?1",
+	[ST_PRUNE_HOST] =
+		"DELETE FROM events WHERE host_id = ?1 AND seq < (SELECT seq FROM events"
+		" WHERE host_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)",
 };
+
+#define PRUNE_CHUNK 20000
 
 static const char queued_commands_sql[] =
 	"SELECT rowid, command_id, host_id, expires_at, envelope FROM commands"
@@ -197,7 +211,8 @@ struct store {
 	size_t pending;                  /* submitted, not yet reported back */
 	int stopping;
 	uv_async_t async;
-	uint64_t committed, transactions;
+	uv_timer_t prune_timer;
+	uint64_t committed, transactions, pruned;
 
 	void (*closed_cb)(void *arg);
 	void *closed_arg;
@@ -207,6 +222,9 @@ void store_options_default(struct store_options *o)
 {
 	o->path = "collector.db";
 	o->rules = NULL;
+	o->event_max_age_ms = 90ull * 86400000;
+	o->events_per_host = 100000;
+	o->prune_interval_ms = 600000;
 	o->queue_high = 4096;
 	o->queue_low = 1024;
 	o->batch_max = 2048;
@@ -707,10 +725,67 @@ static uint64_t message_highest(const Exfleet__AgentMessage *m)
 	}
 }
 
+/* One retention pass: old events, then hosts over their share. */
+static int prune(struct store *st)
+{
+	uint64_t removed = 0;
+	if (st->opts.event_max_age_ms) {
+		sqlite3_stmt *s = st->st[ST_PRUNE_AGE];
+		int64_t cutoff = util_now_ms() - (int64_t)st->opts.event_max_age_ms;
+		int changed;
+		do {
+			sqlite3_bind_int64(s, 1, cutoff);
+			sqlite3_bind_int(s, 2, PRUNE_CHUNK);
+			if (step(st, s) < 0)
+				return -1;
+			changed = sqlite3_changes(st->wdb);
+			removed += (uint64_t)changed;
+		} while (changed == PRUNE_CHUNK);
+	}
+	if (st->opts.events_per_host) {
+		sqlite3_stmt *s = st->st[ST_PRUNE_HOSTS];
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)st->opts.events_per_host);
+		char (*hosts)[65] = NULL;
+		size_t n = 0, cap = 0;
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				void *grown = realloc(hosts, cap * sizeof(*hosts));
+				if (!grown)
+					break;
+				hosts = grown;
+			}
+			snprintf(hosts[n++], 65, "%s", sqlite3_column_text(s, 0));
+		}
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		s = st->st[ST_PRUNE_HOST];
+		for (size_t i = 0; i < n; i++) {
+			sqlite3_bind_text(s, 1, hosts[i], -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, (sqlite3_int64)st->opts.events_per_host);
+			if (step(st, s) < 0) {
+				free(hosts);
+				return -1;
+			}
+			removed += (uint64_t)sqlite3_changes(st->wdb);
+		}
+		free(hosts);
+	}
+	if (removed) {
+		log_info("store: retention removed %llu events", (unsigned long long)removed);
+		uv_mutex_lock(&st->lock);
+		st->pruned += removed;
+		uv_mutex_unlock(&st->lock);
+	}
+	return 0;
+}
+
 static int write_one(struct store *st, struct store_write *w)
 {
 	const Exfleet__AgentMessage *m = w->msg;
 	int rc = 0;
+	if (w->prune)
+		return prune(st);
 	if (!m) {
 		sqlite3_stmt *s = st->st[ST_COMMAND_STATE];
 		sqlite3_bind_text(s, 1, w->command_id, -1, SQLITE_STATIC);
@@ -894,6 +969,28 @@ size_t store_submit(struct store *st, struct store_write *w)
 	return ++st->pending;
 }
 
+void store_prune(struct store *st)
+{
+	struct store_write *w = calloc(1, sizeof(*w));
+	if (!w)
+		return;
+	w->prune = 1;
+	store_submit(st, w);
+}
+
+uint64_t store_pruned(struct store *st)
+{
+	uv_mutex_lock(&st->lock);
+	uint64_t n = st->pruned;
+	uv_mutex_unlock(&st->lock);
+	return n;
+}
+
+static void prune_timer_cb(uv_timer_t *t)
+{
+	store_prune(t->data);
+}
+
 void store_command_state(struct store *st, const char *command_id, const char *state)
 {
 	struct store_write *w = calloc(1, sizeof(*w));
@@ -1035,8 +1132,15 @@ int store_open(struct store **out, uv_loop_t *loop, const struct store_options *
 	uv_cond_init(&st->wake);
 	uv_async_init(loop, &st->async, async_cb);
 	st->async.data = st;
+	uv_timer_init(loop, &st->prune_timer);
+	st->prune_timer.data = st;
+	if (st->opts.prune_interval_ms &&
+	    (st->opts.event_max_age_ms || st->opts.events_per_host))
+		uv_timer_start(&st->prune_timer, prune_timer_cb, st->opts.prune_interval_ms,
+			       st->opts.prune_interval_ms);
 	if (uv_thread_create(&st->thread, writer_main, st) != 0) {
 		snprintf(err, errlen, "cannot start the store's writer thread");
+		uv_close((uv_handle_t *)&st->prune_timer, NULL);
 		uv_close((uv_handle_t *)&st->async, async_closed_cb); /* frees st */
 		return UV_EAGAIN;
 	}
@@ -1071,6 +1175,7 @@ void store_close(struct store *st, void (*done_cb)(void *arg), void *arg)
 	async_cb(&st->async);
 	st->closed_cb = done_cb;
 	st->closed_arg = arg;
+	uv_close((uv_handle_t *)&st->prune_timer, NULL);
 	uv_close((uv_handle_t *)&st->async, async_closed_cb);
 }
 

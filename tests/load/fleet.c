@@ -622,9 +622,10 @@ static void conn_close_cb(struct tls_conn *c)
 			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : infer_failure(a));
 	} else if (was == AG_READY) {
 		f->ready--;
-		f->res->drops++;
-		if (!f->stopping)
+		if (!f->stopping) {
+			f->res->drops++;
 			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : LG_FAIL_DROPPED);
+		}
 		a->lat_len = 0; /* what is resent is not timed */
 		if (!a->snapshot_seq)
 			take_snapshot(a);

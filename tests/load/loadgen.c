@@ -718,7 +718,7 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 			strerror(errno));
 		goto out;
 	}
-	if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 || fputc('\n', out) < 0 ||
+	if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) < 0 || fputc('\n', out) < 0 ||
 	    (out != stdout ? fclose(out) : fflush(out)) != 0) {
 		fprintf(stderr, "%s: cannot write the report: %s\n", LG_PROG, strerror(errno));
 		goto out;

@@ -301,6 +301,47 @@ static void test_status_follows_the_records(void **state)
 	assert_string_equal(last_text, "1");
 }
 
+/* Retention: events past their age go, and a host keeps only its newest. */
+static void test_retention(void **state)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/retention.db", dir);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct store_options o;
+	store_options_default(&o);
+	o.path = path;
+	o.events_per_host = 30;
+	o.event_max_age_ms = 3600000;
+	struct store *st;
+	struct seen seen = {0};
+	char err[512];
+	assert_int_equal(store_open(&st, &loop, &o, committed_cb, &seen, err, sizeof(err)), 0);
+	submit(st, "EXCH01", hello("EXCH01"));
+	submit(st, "EXCH02", hello("EXCH02"));
+	submit(st, "EXCH01", events(1, 50));
+	/* EXCH02's events arrived two hours ago. */
+	struct store_write *w = calloc(1, sizeof(*w));
+	snprintf(w->host_id, sizeof(w->host_id), "EXCH02");
+	w->msg = events(1, 10);
+	w->received_ms = util_now_ms() - 7200000;
+	store_submit(st, w);
+	run_until(&loop, &seen, 4);
+	store_prune(st);
+	submit(st, "EXCH01", events(51, 1)); /* its callback comes after the pass */
+	run_until(&loop, &seen, 5);
+	assert_int_equal(store_pruned(st), 20 + 10);
+	store_close(st, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(query_str(path, "SELECT COUNT(*) || ',' || MIN(seq) FROM events "
+					 "WHERE host_id = 'EXCH01'"),
+			 0);
+	assert_string_equal(last_text, "31,21");
+	assert_int_equal(query_str(path, "SELECT COUNT(*) FROM events WHERE host_id = 'EXCH02'"), 0);
+	assert_string_equal(last_text, "0");
+}
+
 static void test_newer_schema_is_refused(void **state)
 {
 	sqlite3 *db;
@@ -344,6 +385,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_commit_ack_dedup_reopen),
 		cmocka_unit_test(test_status_follows_the_records),
+		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_unopenable_path_names_the_file),
 	};
