@@ -1,17 +1,19 @@
 #!/bin/sh
-# The demo: a simulated fleet (exfleet-sim), a collector with SQLite and one
-# agent per host, all on this machine over mutual TLS. One host is promoted
-# to a domain controller (KB Q255269) and its POP3 users try to log on; the
-# demo shows what the collector stored.
+# The demo: a simulated fleet of Exchange 5.5 servers going through the first
+# wave of a domain migration. A collector with SQLite and one agent per host
+# run on this machine over mutual TLS; wave 1 is promoted with dcpromo (KB
+# Q255269) and its POP3/IMAP users try to log on; the demo shows each host's
+# status change, with its evidence, as the collector classifies it.
 #
 #   deploy/demo.sh BIN_DIR          (make demo runs it with build/bin)
 # Environment: EXFLEET_DEMO_DIR (default /tmp/exfleet-demo), EXFLEET_DEMO_HOSTS
-# (default 4), EXFLEET_DEMO_PORT (default 17443).
+# (default 50), EXFLEET_DEMO_WAVES (default 3), EXFLEET_DEMO_PORT (default 17443).
 set -eu
 
 bin=$(cd "${1:-build/bin}" && pwd)
 dir=${EXFLEET_DEMO_DIR:-/tmp/exfleet-demo}
-hosts=${EXFLEET_DEMO_HOSTS:-4}
+hosts=${EXFLEET_DEMO_HOSTS:-50}
+waves=${EXFLEET_DEMO_WAVES:-3}
 port=${EXFLEET_DEMO_PORT:-17443}
 pids=""
 
@@ -22,13 +24,22 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say() { printf '\n== %s\n' "$*"; }
-db() { sqlite3 -readonly "$dir/collector.db" "$@"; }
+ctl() { "$bin/exfleetctl" "$@" --store "$dir/collector.db"; }
+count() { sqlite3 -readonly "$dir/collector.db" "$1" 2>/dev/null || echo 0; }
+# Prints the collector's status changes logged since line $1 of its log.
+changes() {
+	tail -n "+$1" "$dir/logs/collector.log" | grep ' status: ' |
+		sed 's/^\([^ ]*\)T\([0-9:]*\)\.[0-9]*Z .* status: /  \2  /' | cut -c1-160
+}
 
 rm -rf "$dir"
-say "A simulated fleet of $hosts Exchange 5.5 servers, with a private CA"
-"$bin/exfleet-sim" create "$dir" --hosts "$hosts" --waves 2 --seed 1 \
+say "A simulated fleet: $hosts Exchange 5.5 servers in $waves waves, with a private CA"
+"$bin/exfleet-sim" create "$dir" --hosts "$hosts" --waves "$waves" --seed 2026 \
 	--collector "127.0.0.1:$port" --collector-name localhost
 mkdir -p "$dir/logs"
+# Short heartbeats so the demo's connectivity column is current.
+sed -i 's/^\[collector\]$/&\nlog_level = info/' "$dir/collector.ini"
+printf '\n[agents]\nheartbeat = 5s\n' >>"$dir/collector.ini"
 
 say "Starting the collector and $hosts agents"
 "$bin/exfleet-collector" --config "$dir/collector.ini" 2>"$dir/logs/collector.log" &
@@ -39,24 +50,46 @@ for ini in "$dir"/agents/*.ini; do
 	"$bin/exfleet-agent" --config "$ini" 2>"$dir/logs/$host.log" &
 	pids="$pids $!"
 done
-sleep 2
-grep "welcomed" "$dir/logs/collector.log" | sed 's/^[^ ]* //'
+end=$(($(date +%s) + 30))
+while [ "$(count "SELECT COUNT(*) FROM hosts WHERE status IS NOT NULL")" -lt "$hosts" ]; do
+	[ "$(date +%s)" -ge "$end" ] && break
+	sleep 0.5
+done
+echo "$(count "SELECT COUNT(*) FROM hosts") of $hosts hosts reported; before the migration:"
+count "SELECT '  ' || status || ': ' || COUNT(*) FROM hosts GROUP BY status ORDER BY status"
 
-first=$(cd "$dir/hosts" && ls | head -n 1 | sed 's/\.json$//')
-say "dcpromo on $first, then a reboot and 20 POP3 logons"
-"$bin/exfleet-sim" dcpromo "$dir/hosts/$first.json"
-"$bin/exfleet-sim" logon "$dir/hosts/$first.json" --pop3 20 --imap 5
-sleep 2
+wave1=$(awk -F, 'NR > 1 && $2 == 1 { print $1 }' "$dir/waves.csv")
+n1=$(echo "$wave1" | wc -w)
+say "Wave 1 ($n1 hosts): dcpromo, then users try POP3 and IMAP"
+mark=$(($(wc -l <"$dir/logs/collector.log") + 1))
+for host in $wave1; do
+	"$bin/exfleet-sim" dcpromo "$dir/hosts/$host.json" >/dev/null
+	"$bin/exfleet-sim" logon "$dir/hosts/$host.json" --pop3 20 --imap 5 >/dev/null
+done
+echo "promoted: $(echo $wave1)"
 
-say "What the collector stored"
-db -header -column "SELECT host_id, site, wave, CASE WHEN role >= 5 THEN 'DC' ELSE 'member' END AS role,
-	highest_seq AS records FROM hosts ORDER BY host_id"
+say "What the collector saw, as it happened"
+end=$(($(date +%s) + 20))
+while :; do
+	left=$(count "SELECT COUNT(*) FROM hosts WHERE host_id IN ($(echo "$wave1" |
+		sed "s/.*/'&'/" | paste -sd, -)) AND (role IS NULL OR role < 5)")
+	[ "$left" = 0 ] && break
+	[ "$(date +%s)" -ge "$end" ] && break
+	sleep 0.5
+done
+sleep 1
+changes "$mark"
+
+say "The fleet now (exfleetctl hosts)"
+ctl hosts | cut -c1-150
 echo
-db -header -column "SELECT name, CASE state WHEN 4 THEN 'running' WHEN 1 THEN 'stopped' ELSE state END AS state,
-	win32_exit_code AS exit, logon_account, account_status FROM services WHERE host_id = '$first'"
-echo
-db -header -column "SELECT source, event_id, COUNT(*) AS n FROM events WHERE host_id = '$first'
-	GROUP BY source, event_id ORDER BY n DESC"
+count "SELECT '  ' || status || ': ' || COUNT(*) FROM hosts GROUP BY status ORDER BY status"
+
+first=$(echo "$wave1" | head -n 1)
+say "One host in detail (exfleetctl host $first)"
+ctl host "$first" | sed -n '1,/^recent events/p' | cut -c1-150
+
 cleanup
 pids=""
-say "Data and logs are in $dir"
+say "Done. Data, configurations and logs are in $dir"
+echo "Look again with: build/bin/exfleetctl hosts --store $dir/collector.db"

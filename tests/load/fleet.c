@@ -378,15 +378,21 @@ static void tick_cb(uv_timer_t *t)
 	}
 }
 
+/* How often an agent makes a batch of events: 10 ms at the least. */
+static uint64_t batch_interval_ms(const struct lg_options *o)
+{
+	if (o->events_per_sec <= 0)
+		return 0;
+	double ms = (double)o->batch * 1000.0 / o->events_per_sec;
+	return ms < 10 ? 10 : ms > 3600000 ? 3600000 : (uint64_t)ms;
+}
+
 static uint64_t tick_ms(const struct lg_agent *a)
 {
-	const struct lg_options *o = a->fleet->o;
 	uint64_t ms = a->heartbeat_ms;
-	if (a->fleet->generating && o->events_per_sec > 0) {
-		double batch_ms = (double)o->batch * 1000.0 / o->events_per_sec;
-		if (batch_ms < (double)ms)
-			ms = batch_ms < 10 ? 10 : (uint64_t)batch_ms;
-	}
+	uint64_t batch_ms = batch_interval_ms(a->fleet->o);
+	if (a->fleet->generating && batch_ms && batch_ms < ms)
+		ms = batch_ms;
 	return ms;
 }
 
@@ -805,6 +811,14 @@ static void steady_done_cb(uv_timer_t *t)
 	uv_timer_start(&f->check, check_cb, CHECK_TICK_MS, CHECK_TICK_MS);
 }
 
+static void steady_start_cb(uv_timer_t *t)
+{
+	struct fleet *f = t->data;
+	f->phase = PH_STEADY;
+	f->res->steady_start_ns = (int64_t)uv_hrtime();
+	uv_timer_start(&f->phase_timer, steady_done_cb, (uint64_t)(f->o->duration_s * 1000), 0);
+}
+
 /* Every agent of this process is welcomed, for the first time. */
 static void all_welcomed(struct fleet *f)
 {
@@ -819,10 +833,9 @@ static void all_welcomed(struct fleet *f)
 		uv_timer_start(&f->phase_timer, hold_done_cb, (uint64_t)(f->o->hold_s * 1000), 0);
 		break;
 	case LG_INGEST:
-		f->phase = PH_STEADY;
-		f->res->steady_start_ns = f->res->all_welcomed_ns;
-		uv_timer_start(&f->phase_timer, steady_done_cb, (uint64_t)(f->o->duration_s * 1000),
-			       0);
+		/* Measure once every agent has sent a whole batch interval's
+		 * events, not while the last ones to arrive are still filling up. */
+		uv_timer_start(&f->phase_timer, steady_start_cb, batch_interval_ms(f->o), 0);
 		break;
 	case LG_STORM:
 		uv_timer_start(&f->check, check_cb, CHECK_TICK_MS, CHECK_TICK_MS);
