@@ -3,11 +3,12 @@
 #   make test     install what is missing, sanitizer build, every test (ctest)
 #   make demo     install what is missing, build, run the demo
 #   make fuzz     longer fuzz runs (clang)
+#   make bench    the benchmarks, with the release build (build/bench/*.json)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 120
 
-.PHONY: all deps build test demo fuzz clean
+.PHONY: all deps build test demo fuzz bench clean
 
 all: build
 
@@ -35,6 +36,10 @@ fuzz: deps
 	@cmake --build build-test -j $(JOBS)
 	@cd build-test && ctest --output-on-failure -R '^fuzz_'
 	@cmake -S . -B build-test -DEXFLEET_FUZZ_SECONDS=10 >/dev/null
+
+bench: build
+	@mkdir -p build/bench
+	@sh tests/bench/agent.sh build/bin build/bench/agent.json
 
 clean:
 	rm -rf build build-test
