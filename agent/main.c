@@ -253,7 +253,9 @@ int main(int argc, char **argv)
 		 cfg.host_id, EXFLEET_VERSION, cfg.collector_address, a.backend->name,
 		 cfg.spool_dir, (unsigned long long)spool_records(a.spool),
 		 (unsigned long long)spool_highest(a.spool));
-	a.backend->watch(a.probe, changed_cb, &a);
+	if (a.backend->watch(a.probe, changed_cb, &a) < 0)
+		log_warn("cannot watch the host for changes: it is read only at start and on "
+			 "commands");
 	collect_now(&a);
 	session_start(&a.session);
 	uv_run(loop, UV_RUN_DEFAULT);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "probe.h"
 #include "sim_host.h"
 #include "util.h"
@@ -245,11 +246,16 @@ static int sim_watch(struct probe *p, void (*changed_cb)(void *arg), void *arg)
 	p->changed_arg = arg;
 	if (p->watching)
 		return 0;
-	int rc = uv_fs_event_start(&p->dir_watch, dir_changed_cb, p->dir, 0);
-	if (rc < 0)
-		return rc;
+	/* The rescan runs whatever happens to the notification: a system out
+	 * of inotify instances (fs.inotify.max_user_instances, 128 by default)
+	 * still has its hosts read, only later. */
 	uv_timer_start(&p->rescan, rescan_cb, p->rescan_ms, p->rescan_ms);
 	p->watching = 1;
+	int rc = uv_fs_event_start(&p->dir_watch, dir_changed_cb, p->dir, 0);
+	if (rc < 0)
+		log_warn("probe sim: cannot watch %s for changes (%s): rescanning every %.1f s "
+			 "instead",
+			 p->dir, uv_strerror(rc), (double)p->rescan_ms / 1000);
 	return 0;
 }
 

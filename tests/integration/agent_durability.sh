@@ -71,7 +71,7 @@ echo "phase 2: $(stored "$H1") events of $H1 stored"
 "$BIN/exfleet-sim" dcpromo "$F/hosts/$H2.json" >/dev/null
 "$BIN/exfleet-sim" logon "$F/hosts/$H2.json" --pop3 4000 --imap 0 >/dev/null
 wait_some_stored "$H2"
-kill -9 "$PID_collector"
+crash "$PID_collector"
 echo "phase 3: collector killed with $(stored "$H2") events of $H2 stored"
 sleep 0.5
 run_collector "$F/collector.ini" "$PORT"
@@ -82,7 +82,7 @@ echo "phase 3: $(stored "$H2") events of $H2 stored"
 "$BIN/exfleet-sim" dcpromo "$F/hosts/$H3.json" >/dev/null
 "$BIN/exfleet-sim" logon "$F/hosts/$H3.json" --pop3 4000 --imap 0 >/dev/null
 wait_some_stored "$H3"
-eval "kill -9 \$PID_agent_$H3"
+eval "crash \$PID_agent_$H3"
 echo "phase 4: agent killed with $(stored "$H3") events of $H3 stored"
 sleep 0.3
 start_agent "$H3"

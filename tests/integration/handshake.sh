@@ -37,7 +37,7 @@ for mode in --check ""; do
 done
 
 # Restart the collector: both agents reconnect on their own.
-kill -9 "$PID_collector"
+crash "$PID_collector"
 wait_log "$WORK/EXCH01.log" "reconnecting in"
 start_collector "$PORT"
 wait_log "$WORK/EXCH01.log" "welcomed by collector localhost" 2

@@ -39,6 +39,12 @@ start() {
 	eval "PID_$name=$!"
 }
 
+# crash PID: kill -9 and wait until the process is gone (its port is free).
+crash() {
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
 # wait_log FILE PATTERN [COUNT] [SECONDS]: until FILE has COUNT lines matching.
 wait_log() {
 	file=$1 pattern=$2 count=${3:-1} limit=${4:-20}
@@ -60,13 +66,12 @@ make_pki() {
 	done
 }
 
-# start_collector [PORT]: starts the collector (on a port the system picks
-# when none is given) and sets PORT to the port it listens on.
+# start_collector [PORT]: the collector of make_pki's deployment; sets PORT.
 start_collector() {
 	cat >"$WORK/collector.ini" <<INI
 [collector]
 id = localhost
-listen = 127.0.0.1:${1:-0}
+listen = 127.0.0.1:0
 log_level = debug
 [agents]
 heartbeat = 1s
@@ -76,10 +81,7 @@ cert = pki/collector/localhost.crt
 key = pki/collector/localhost.key
 crl = pki/crl.pem
 INI
-	before=$(grep -c "listening for agents" "$WORK/collector.log" 2>/dev/null || true)
-	start collector "$BIN/exfleet-collector" --config "$WORK/collector.ini"
-	wait_log "$WORK/collector.log" "listening for agents" $((${before:-0} + 1))
-	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.* on [^ ]*:\([0-9]*\),.*/\1/')
+	run_collector "$WORK/collector.ini" "${1:-}"
 }
 
 # make_agent_config FILE_NAME HOST_ID PORT [CERT_NAME]: an agent reading a
@@ -111,15 +113,26 @@ dir = spool/$1
 INI
 }
 
-# run_collector INI [PORT]: starts the collector with INI, listening on PORT
-# (one the system picks when none is given), and sets PORT to the port used.
+# run_collector INI [PORT]: starts the collector with INI and sets PORT to
+# the port it listens on. Without PORT it picks one below the ephemeral range
+# (32768 and up), since agents reconnecting to a dead collector on an
+# ephemeral port can end up holding that very port, connected to themselves.
 run_collector() {
 	ini=$1
-	sed -i "s/^listen = .*/listen = 127.0.0.1:${2:-0}/" "$ini"
-	before=$(grep -c "listening for agents" "$WORK/collector.log" 2>/dev/null || true)
-	start collector "$BIN/exfleet-collector" --config "$ini"
-	wait_log "$WORK/collector.log" "listening for agents" $((${before:-0} + 1))
-	PORT=$(grep "listening for agents" "$WORK/collector.log" | tail -n 1 | sed 's/.* on [^ ]*:\([0-9]*\),.*/\1/')
+	for try in 1 2 3 4 5 6 7 8; do
+		port=${2:-$(($(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000))}
+		sed -i "s/^listen = .*/listen = 127.0.0.1:$port/" "$ini"
+		before=$(grep -c "listening for agents\|cannot listen" "$WORK/collector.log" 2>/dev/null || true)
+		start collector "$BIN/exfleet-collector" --config "$ini"
+		wait_log "$WORK/collector.log" "listening for agents\|cannot listen" $((${before:-0} + 1))
+		if tail -n 1 "$WORK/collector.log" | grep -q "cannot listen"; then
+			[ -n "${2:-}" ] && fail "collector cannot listen on $2"
+			continue
+		fi
+		PORT=$port
+		return 0
+	done
+	fail "no free port for the collector"
 }
 
 # sql DB QUERY: one value from the collector's database.

@@ -36,21 +36,21 @@
 #define HEARTBEAT_DEFAULT_MS 30000
 #define LAUNCH_TICK_MS 5
 #define CHECK_TICK_MS 100
-#define DRAIN_MAX_MS 15000    /* ingest: time allowed for the last Acks */
-#define LATENCY_RING 64       /* ingest: batches awaiting their Ack, per agent */
+#define DRAIN_MAX_MS 15000 /* ingest: time allowed for the last Acks */
+#define LATENCY_RING 64    /* ingest: batches awaiting their Ack, per agent */
 
 const char *const lg_fail_names[LG_FAIL_COUNT] = {
-	[LG_FAIL_CONNECT] = "connect",
-	[LG_FAIL_TLS] = "tls_handshake",
-	[LG_FAIL_TLS_TIMEOUT] = "tls_handshake_timeout",
-	[LG_FAIL_EARLY_CLOSE] = "closed_before_welcome",
-	[LG_FAIL_REFUSED] = "refused",
-	[LG_FAIL_SHED] = "shed_retry_after",
-	[LG_FAIL_WELCOME_TIMEOUT] = "welcome_timeout",
-	[LG_FAIL_PROTOCOL] = "protocol_error",
-	[LG_FAIL_DROPPED] = "session_dropped",
-	[LG_FAIL_SILENT] = "collector_silent",
-	[LG_FAIL_SETUP] = "loadgen_setup",
+    [LG_FAIL_CONNECT] = "connect",
+    [LG_FAIL_TLS] = "tls_handshake",
+    [LG_FAIL_TLS_TIMEOUT] = "tls_handshake_timeout",
+    [LG_FAIL_EARLY_CLOSE] = "closed_before_welcome",
+    [LG_FAIL_REFUSED] = "refused",
+    [LG_FAIL_SHED] = "shed_retry_after",
+    [LG_FAIL_WELCOME_TIMEOUT] = "welcome_timeout",
+    [LG_FAIL_PROTOCOL] = "protocol_error",
+    [LG_FAIL_DROPPED] = "session_dropped",
+    [LG_FAIL_SILENT] = "collector_silent",
+    [LG_FAIL_SETUP] = "loadgen_setup",
 };
 
 enum agent_state { AG_IDLE, AG_CONNECTING, AG_HELLO, AG_READY, AG_BACKOFF, AG_STOPPED };
@@ -75,7 +75,7 @@ struct pending_result {
 	uint64_t received_ns;
 	int64_t received_ms;
 	Exfleet__CommandStatus status;
-	const char *step;   /* static strings */
+	const char *step; /* static strings */
 	const char *reason;
 	char id[65];
 };
@@ -87,29 +87,29 @@ struct sent_batch {
 
 struct lg_agent {
 	struct tls_conn conn;
-	uv_timer_t timer;          /* connect and Welcome deadlines, tick, backoff */
+	uv_timer_t timer; /* connect and Welcome deadlines, tick, backoff */
 	struct fleet *fleet;
 	X509 *cert;
 	struct pending_result *results; /* in sequence order */
-	struct sent_batch *lat;    /* ingest only */
+	struct sent_batch *lat;         /* ingest only */
 	struct backoff backoff;
-	uint64_t next_seq;         /* highest sequence assigned */
-	uint64_t acked;            /* highest sequence acknowledged */
-	uint64_t sent_upto;        /* sent on this session up to here */
-	uint64_t max_sent;         /* ever sent up to here: beyond it a send is new */
-	uint64_t snapshot_seq;     /* an unacknowledged snapshot, 0: none */
+	uint64_t next_seq;     /* highest sequence assigned */
+	uint64_t acked;        /* highest sequence acknowledged */
+	uint64_t sent_upto;    /* sent on this session up to here */
+	uint64_t max_sent;     /* ever sent up to here: beyond it a send is new */
+	uint64_t snapshot_seq; /* an unacknowledged snapshot, 0: none */
 	uint64_t attempt_ns;
 	uint64_t last_rx_ms, last_tx_ms, last_gen_ms;
-	double event_credit;       /* events due but not yet made */
+	double event_credit; /* events due but not yet made */
 	uint32_t heartbeat_ms;
 	uint32_t retry_after_ms;
-	uint32_t index;            /* in the whole fleet */
+	uint32_t index; /* in the whole fleet */
 	uint16_t lat_head, lat_len;
 	uint8_t state;
 	uint8_t conn_open;
 	uint8_t welcomed_once;
-	uint8_t storm;             /* STORM_* bits */
-	int8_t fail;               /* enum lg_fail set before we close, -1: infer */
+	uint8_t storm; /* STORM_* bits */
+	int8_t fail;   /* enum lg_fail set before we close, -1: infer */
 };
 
 struct fleet {
@@ -120,14 +120,14 @@ struct fleet {
 	struct lg_slot *slots;
 	uint32_t nslots;
 	SSL_CTX *tls;
-	EVP_PKEY *key;             /* shared by every agent; not ours */
+	EVP_PKEY *key; /* shared by every agent; not ours */
 	struct tls_limits limits;
 	struct lg_agent *agents;
 	unsigned first, n;
 	unsigned next_launch;
 	unsigned inflight, ready, waiting;
-	unsigned max_inflight;     /* --inflight, this process's share */
-	double rate;               /* --rate, this process's share */
+	unsigned max_inflight; /* --inflight, this process's share */
+	double rate;           /* --rate, this process's share */
 	double tokens;
 	uint64_t tokens_ms;
 	uint64_t rng;
@@ -219,7 +219,7 @@ static enum lg_fail infer_failure(const struct lg_agent *a)
 }
 
 static void agent_close(struct lg_agent *a, enum lg_fail why, enum log_level level,
-			const char *text)
+                        const char *text)
 {
 	a->fail = (int8_t)why;
 	tls_conn_close(&a->conn, level, "%s", text);
@@ -309,7 +309,7 @@ static void kick(struct lg_agent *a)
 			records_snapshot(&m, host, s, now_ms);
 		} else if ((r = result_at(a, s))) {
 			records_result(&m, s, r->id, r->status, r->reason, r->step, r->received_ms,
-				       now_ms);
+			               now_ms);
 		} else {
 			last = a->next_seq;
 			if (last - s + 1 > f->o->batch)
@@ -330,7 +330,8 @@ static void kick(struct lg_agent *a)
 		if (last > a->max_sent) {
 			a->max_sent = last;
 			if (a->lat && a->lat_len < LATENCY_RING) {
-				struct sent_batch *b = &a->lat[(a->lat_head + a->lat_len) % LATENCY_RING];
+				struct sent_batch *b =
+				    &a->lat[(a->lat_head + a->lat_len) % LATENCY_RING];
 				b->seq = last;
 				b->sent_ns = uv_hrtime();
 				a->lat_len++;
@@ -429,8 +430,8 @@ static void on_welcome(struct lg_agent *a, const Exfleet__Welcome *w)
 		agent_close(a, LG_FAIL_SHED, LOG_INFO, "collector is busy: retry later");
 		return;
 	}
-	a->heartbeat_ms = w->heartbeat_interval_s ? w->heartbeat_interval_s * 1000
-						  : HEARTBEAT_DEFAULT_MS;
+	a->heartbeat_ms =
+	    w->heartbeat_interval_s ? w->heartbeat_interval_s * 1000 : HEARTBEAT_DEFAULT_MS;
 	uint64_t stored = w->highest_stored_sequence;
 	if (stored > a->next_seq) {
 		/* The collector holds more of this host than we made: an earlier
@@ -485,8 +486,8 @@ static void on_command(struct lg_agent *a, const Exfleet__Command *cmd)
 	r->received_ns = uv_hrtime();
 	r->received_ms = util_now_ms();
 	r->status = EXFLEET__COMMAND_STATUS__COMMAND_REJECTED;
-	Exfleet__CommandBody *body = exfleet__command_body__unpack(NULL, cmd->body.len,
-								     cmd->body.data);
+	Exfleet__CommandBody *body =
+	    exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
 	if (!body) {
 		r->reason = "the command body does not decode";
 	} else {
@@ -538,8 +539,7 @@ static void conn_ready_cb(struct tls_conn *c)
 	a->last_rx_ms = uv_now(&f->loop);
 	lg_host_id(f->o, a->index, host, sizeof(host));
 	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
-	records_hello(&m, host, a->index, a->next_seq,
-		      a->next_seq > a->acked ? a->acked + 1 : 0);
+	records_hello(&m, host, a->index, a->next_seq, a->next_seq > a->acked ? a->acked + 1 : 0);
 	if (agent_send(a, &m) < 0)
 		return;
 	a->state = AG_HELLO;
@@ -561,7 +561,7 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 	case EXFLEET__COLLECTOR_MESSAGE__MSG_WELCOME:
 		if (a->state != AG_HELLO)
 			agent_close(a, LG_FAIL_PROTOCOL, LOG_WARN,
-				    "protocol error: Welcome after the handshake");
+			            "protocol error: Welcome after the handshake");
 		else
 			on_welcome(a, m->welcome);
 		break;
@@ -570,9 +570,9 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 			break;
 		if (m->ack->sequence > a->next_seq) {
 			snprintf(text, sizeof(text),
-				 "protocol error: Ack #%llu beyond the highest record #%llu",
-				 (unsigned long long)m->ack->sequence,
-				 (unsigned long long)a->next_seq);
+			         "protocol error: Ack #%llu beyond the highest record #%llu",
+			         (unsigned long long)m->ack->sequence,
+			         (unsigned long long)a->next_seq);
 			agent_close(a, LG_FAIL_PROTOCOL, LOG_WARN, text);
 			break;
 		}
@@ -665,9 +665,9 @@ static void conn_drained_cb(struct tls_conn *c)
 }
 
 static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
-					     .frame_cb = conn_frame_cb,
-					     .close_cb = conn_close_cb,
-					     .drained_cb = conn_drained_cb};
+                                             .frame_cb = conn_frame_cb,
+                                             .close_cb = conn_close_cb,
+                                             .drained_cb = conn_drained_cb};
 
 static void connect_timeout_cb(uv_timer_t *t)
 {
@@ -698,12 +698,12 @@ static void agent_connect(struct lg_agent *a)
 	}
 	a->conn.data = a;
 	int rc = tls_conn_connect_from(&a->conn, &f->loop, (const struct sockaddr *)&f->o->target,
-				       bind_addr, f->tls, f->o->name, &f->limits, &conn_ops);
+	                               bind_addr, f->tls, f->o->name, &f->limits, &conn_ops);
 	if (rc < 0) {
 		/* No handles were made, so nothing calls back. */
 		f->inflight--;
 		snprintf(a->conn.close_reason, sizeof(a->conn.close_reason),
-			 "cannot make a TLS connection: %s", uv_strerror(rc));
+		         "cannot make a TLS connection: %s", uv_strerror(rc));
 		note_failure(a, LG_FAIL_SETUP);
 		agent_backoff(a);
 		return;
@@ -716,7 +716,8 @@ static void agent_connect(struct lg_agent *a)
 	if (SSL_use_certificate(a->conn.ssl, a->cert) != 1 ||
 	    SSL_use_PrivateKey(a->conn.ssl, f->key) != 1) {
 		ERR_clear_error();
-		agent_close(a, LG_FAIL_SETUP, LOG_ERR, "cannot use the agent's certificate and key");
+		agent_close(a, LG_FAIL_SETUP, LOG_ERR,
+		            "cannot use the agent's certificate and key");
 		return;
 	}
 	uv_timer_start(&a->timer, connect_timeout_cb, CONNECT_TIMEOUT_MS, 0);
@@ -755,14 +756,14 @@ static void progress_cb(uv_timer_t *t)
 {
 	struct fleet *f = t->data;
 	struct lg_progress p = {
-		.agents = f->n,
-		.ready = f->ready,
-		.inflight = f->inflight,
-		.waiting = f->waiting,
-		.tls_ok = f->res->tls_ok,
-		.welcomes = f->res->welcomes,
-		.events_sent = f->res->events_sent,
-		.events_acked = f->res->events_acked,
+	    .agents = f->n,
+	    .ready = f->ready,
+	    .inflight = f->inflight,
+	    .waiting = f->waiting,
+	    .tls_ok = f->res->tls_ok,
+	    .welcomes = f->res->welcomes,
+	    .events_sent = f->res->events_sent,
+	    .events_acked = f->res->events_acked,
 	};
 	for (int i = 0; i < LG_FAIL_COUNT; i++)
 		p.failures += f->res->fail[i];
@@ -926,8 +927,8 @@ static int client_ctx(const struct lg_options *o, SSL_CTX **out, char *err, size
 }
 
 int fleet_prepare(struct fleet **out, const struct lg_options *o, const struct pki_ca *ca,
-		  EVP_PKEY *key, unsigned first, unsigned count, struct lg_result *res,
-		  char *err, size_t errlen)
+                  EVP_PKEY *key, unsigned first, unsigned count, struct lg_result *res, char *err,
+                  size_t errlen)
 {
 	char host[PKI_NAME_MAX + 1], why[256];
 	int rc = -1;
@@ -955,16 +956,15 @@ int fleet_prepare(struct fleet **out, const struct lg_options *o, const struct p
 		a->heartbeat_ms = HEARTBEAT_DEFAULT_MS;
 		a->fail = -1;
 		backoff_init(&a->backoff, o->reconnect_min_ms, o->reconnect_max_ms,
-			     rng_next(&f->rng));
+		             rng_next(&f->rng));
 		lg_host_id(o, a->index, host, sizeof(host));
 		if (pki_ca_mint(ca, PKI_ROLE_AGENT, host, key, o->cert_days, &a->cert, why,
-				sizeof(why)) < 0) {
+		                sizeof(why)) < 0) {
 			snprintf(err, errlen, "cannot mint a certificate for %s: %s", host, why);
 			goto out;
 		}
 		res->certs_minted++;
-		if (o->scenario == LG_INGEST &&
-		    !(a->lat = calloc(LATENCY_RING, sizeof(*a->lat)))) {
+		if (o->scenario == LG_INGEST && !(a->lat = calloc(LATENCY_RING, sizeof(*a->lat)))) {
 			snprintf(err, errlen, "out of memory for %u agents", count);
 			goto out;
 		}
@@ -979,7 +979,7 @@ out:
 }
 
 int fleet_run(struct fleet *f, int64_t start_ns, const struct lg_reporter *rep,
-	      struct lg_slot *slots, uint32_t nslots, char *err, size_t errlen)
+              struct lg_slot *slots, uint32_t nslots, char *err, size_t errlen)
 {
 	const struct lg_options *o = f->o;
 	int rc = uv_loop_init(&f->loop);
@@ -1000,7 +1000,7 @@ int fleet_run(struct fleet *f, int64_t start_ns, const struct lg_reporter *rep,
 		f->agents[i].timer.data = &f->agents[i];
 	}
 	uv_timer_t *timers[] = {&f->launcher, &f->progress, &f->check, &f->phase_timer,
-				&f->deadline};
+	                        &f->deadline};
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		uv_timer_init(&f->loop, timers[i]);
 		timers[i]->data = f;

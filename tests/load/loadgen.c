@@ -20,28 +20,28 @@
 #include "log.h"
 #include "util.h"
 
-#define FD_MARGIN 64          /* files a process needs besides its sessions */
+#define FD_MARGIN 64 /* files a process needs besides its sessions */
 #define AGENTS_MAX 1000000
 #define PROCS_MAX 64
-#define WORKER_GRACE_S 30     /* after the deadline, before a worker is killed */
+#define WORKER_GRACE_S 30 /* after the deadline, before a worker is killed */
 
 static const struct scenario {
 	const char *name;
 	enum lg_scenario id;
 	const char *help;
 } scenarios[] = {
-	{"connect", LG_CONNECT,
-	 "ramp up to N sessions, hold them --hold s (heartbeats\n"
-	 "                only). Goal: all N welcomed, all still up after the hold."},
-	{"ingest", LG_INGEST,
-	 "N sessions send --events-per-sec each, in batches of\n"
-	 "                --batch, for --duration s once all are up. Goal: every\n"
-	 "                event acknowledged."},
-	{"storm", LG_STORM,
-	 "N idle sessions; says \"armed\" once all are up and\n"
-	 "                acknowledged, then waits for the harness to restart the\n"
-	 "                collector. Goal: every session dropped, came back and had\n"
-	 "                its pending record acknowledged."},
+    {"connect", LG_CONNECT,
+     "ramp up to N sessions, hold them --hold s (heartbeats\n"
+     "                only). Goal: all N welcomed, all still up after the hold."},
+    {"ingest", LG_INGEST,
+     "N sessions send --events-per-sec each, in batches of\n"
+     "                --batch, for --duration s once all are up. Goal: every\n"
+     "                event acknowledged."},
+    {"storm", LG_STORM,
+     "N idle sessions; says \"armed\" once all are up and\n"
+     "                acknowledged, then waits for the harness to restart the\n"
+     "                collector. Goal: every session dropped, came back and had\n"
+     "                its pending record acknowledged."},
 };
 
 #define NSCENARIOS (sizeof(scenarios) / sizeof(scenarios[0]))
@@ -57,49 +57,50 @@ static const char *scenario_name(enum lg_scenario id)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: " LG_PROG " --collector 127.0.0.1:PORT --pki DIR --agents N [options]\n"
-		"\n"
-		"Simulates N exfleet agents in this process (or --procs processes), each with its\n"
-		"own certificate minted in memory from the CA in DIR, speaking the real protocol\n"
-		"over mutual TLS 1.3 to a collector on this machine (127.0.0.0/8 only).\n"
-		"\n"
-		"  --collector ADDR:PORT  the collector (an IPv4 address in 127.0.0.0/8)\n"
-		"  --name NAME            name in the collector's certificate (localhost)\n"
-		"  --pki DIR              the CA: DIR/ca.crt and DIR/ca.key (mode 0600)\n"
-		"  --agents N             simulated agents (host ids PREFIX00001, ...)\n"
-		"  --prefix PREFIX        host id prefix (LOAD)\n"
-		"  --scenario NAME        what to do (connect):\n");
+	        "usage: " LG_PROG " --collector 127.0.0.1:PORT --pki DIR --agents N [options]\n"
+	        "\n"
+	        "Simulates N exfleet agents in this process (or --procs processes), each with its\n"
+	        "own certificate minted in memory from the CA in DIR, speaking the real protocol\n"
+	        "over mutual TLS 1.3 to a collector on this machine (127.0.0.0/8 only).\n"
+	        "\n"
+	        "  --collector ADDR:PORT  the collector (an IPv4 address in 127.0.0.0/8)\n"
+	        "  --name NAME            name in the collector's certificate (localhost)\n"
+	        "  --pki DIR              the CA: DIR/ca.crt and DIR/ca.key (mode 0600)\n"
+	        "  --agents N             simulated agents (host ids PREFIX00001, ...)\n"
+	        "  --prefix PREFIX        host id prefix (LOAD)\n"
+	        "  --scenario NAME        what to do (connect):\n");
 	for (size_t i = 0; i < NSCENARIOS; i++)
 		fprintf(out, "      %-9s %s\n", scenarios[i].name, scenarios[i].help);
-	fprintf(out,
-		"  --procs P              split the agents over P processes, one loop each (1)\n"
-		"  --rate R               new sessions per second during the ramp (0: no limit)\n"
-		"  --inflight H           connection attempts in progress during the ramp (256);\n"
-		"                         reconnects follow each agent's own backoff\n"
-		"  --hold S               connect: seconds to hold all sessions (5)\n"
-		"  --events-per-sec E     ingest: events per second per agent (1)\n"
-		"  --batch B              ingest: events per EventBatch, 1 to %d (10)\n"
-		"  --duration D           ingest: seconds measured once all are up (30)\n"
-		"  --window W             unacknowledged records per agent, at most (8192)\n"
-		"  --deadline S           the whole run stops after S seconds, goal met or not (60)\n"
-		"  --sources K            spread connections over 127.0.0.1..127.0.0.K, 0 to 254;\n"
-		"                         0 leaves the source address to the system (250)\n"
-		"  --reconnect-min MS     first reconnect delay ceiling (1000, as the agent)\n"
-		"  --reconnect-max MS     longest reconnect delay (300000, as the agent)\n"
-		"  --cert-days N          validity of the minted certificates (1)\n"
-		"  --json FILE            write the report there instead of stdout\n"
-		"  --quiet                no progress lines or summary on stderr\n"
-		"  --log-level LEVEL      session log lines: error, warn, info, debug (error)\n"
-		"  --help                 this text\n"
-		"\n"
-		"Progress goes to stderr once a second; the report, one JSON object, to stdout.\n"
-		"The minted certificates are in no index and cannot be revoked by name: use a\n"
-		"test CA. The open-file limit is raised to its hard limit; agents that do not fit\n"
-		"in one process need --procs.\n"
-		"\n"
-		"Exit status: 0 when the scenario met its goal before the deadline, 1 when it\n"
-		"did not (or could not start), 2 on usage.\n",
-		LG_BATCH_MAX);
+	fprintf(
+	    out,
+	    "  --procs P              split the agents over P processes, one loop each (1)\n"
+	    "  --rate R               new sessions per second during the ramp (0: no limit)\n"
+	    "  --inflight H           connection attempts in progress during the ramp (256);\n"
+	    "                         reconnects follow each agent's own backoff\n"
+	    "  --hold S               connect: seconds to hold all sessions (5)\n"
+	    "  --events-per-sec E     ingest: events per second per agent (1)\n"
+	    "  --batch B              ingest: events per EventBatch, 1 to %d (10)\n"
+	    "  --duration D           ingest: seconds measured once all are up (30)\n"
+	    "  --window W             unacknowledged records per agent, at most (8192)\n"
+	    "  --deadline S           the whole run stops after S seconds, goal met or not (60)\n"
+	    "  --sources K            spread connections over 127.0.0.1..127.0.0.K, 0 to 254;\n"
+	    "                         0 leaves the source address to the system (250)\n"
+	    "  --reconnect-min MS     first reconnect delay ceiling (1000, as the agent)\n"
+	    "  --reconnect-max MS     longest reconnect delay (300000, as the agent)\n"
+	    "  --cert-days N          validity of the minted certificates (1)\n"
+	    "  --json FILE            write the report there instead of stdout\n"
+	    "  --quiet                no progress lines or summary on stderr\n"
+	    "  --log-level LEVEL      session log lines: error, warn, info, debug (error)\n"
+	    "  --help                 this text\n"
+	    "\n"
+	    "Progress goes to stderr once a second; the report, one JSON object, to stdout.\n"
+	    "The minted certificates are in no index and cannot be revoked by name: use a\n"
+	    "test CA. The open-file limit is raised to its hard limit; agents that do not fit\n"
+	    "in one process need --procs.\n"
+	    "\n"
+	    "Exit status: 0 when the scenario met its goal before the deadline, 1 when it\n"
+	    "did not (or could not start), 2 on usage.\n",
+	    LG_BATCH_MAX);
 }
 
 /* --- arguments ------------------------------------------------------------- */
@@ -111,7 +112,7 @@ static int parse_double(const char *opt, const char *s, double min, double max, 
 	double v = strtod(s, &end);
 	if (errno || end == s || *end || v < min || v > max) {
 		fprintf(stderr, "%s: %s: '%s' is not a number from %g to %g\n", LG_PROG, opt, s,
-			min, max);
+		        min, max);
 		return -1;
 	}
 	*out = v;
@@ -119,14 +120,14 @@ static int parse_double(const char *opt, const char *s, double min, double max, 
 }
 
 static int parse_uint(const char *opt, const char *s, unsigned long min, unsigned long max,
-		      unsigned long *out)
+                      unsigned long *out)
 {
 	char *end;
 	errno = 0;
 	unsigned long v = strtoul(s, &end, 10);
 	if (errno || end == s || *end || *s == '-' || v < min || v > max) {
 		fprintf(stderr, "%s: %s: '%s' is not a whole number from %lu to %lu\n", LG_PROG,
-			opt, s, min, max);
+		        opt, s, min, max);
 		return -1;
 	}
 	*out = v;
@@ -146,9 +147,9 @@ static int parse_collector(struct lg_options *o, const char *s)
 	/* A load generator aims at a collector on this machine only. */
 	if ((ntohl(o->target.sin_addr.s_addr) >> 24) != 127) {
 		fprintf(stderr,
-			"%s: --collector: %s is not in 127.0.0.0/8; " LG_PROG
-			" loads only a collector on this machine\n",
-			LG_PROG, host);
+		        "%s: --collector: %s is not in 127.0.0.0/8; " LG_PROG
+		        " loads only a collector on this machine\n",
+		        LG_PROG, host);
 		return -1;
 	}
 	if (parse_uint("--collector port", port, 1, 65535, &p) < 0)
@@ -159,37 +160,56 @@ static int parse_collector(struct lg_options *o, const char *s)
 }
 
 enum {
-	OPT_COLLECTOR = 256, OPT_NAME, OPT_PKI, OPT_AGENTS, OPT_PREFIX, OPT_PROCS, OPT_SCENARIO,
-	OPT_RATE, OPT_INFLIGHT, OPT_HOLD, OPT_EPS, OPT_BATCH, OPT_DURATION, OPT_WINDOW,
-	OPT_DEADLINE, OPT_SOURCES, OPT_RMIN, OPT_RMAX, OPT_CERT_DAYS, OPT_JSON, OPT_QUIET,
-	OPT_LOG_LEVEL, OPT_HELP,
+	OPT_COLLECTOR = 256,
+	OPT_NAME,
+	OPT_PKI,
+	OPT_AGENTS,
+	OPT_PREFIX,
+	OPT_PROCS,
+	OPT_SCENARIO,
+	OPT_RATE,
+	OPT_INFLIGHT,
+	OPT_HOLD,
+	OPT_EPS,
+	OPT_BATCH,
+	OPT_DURATION,
+	OPT_WINDOW,
+	OPT_DEADLINE,
+	OPT_SOURCES,
+	OPT_RMIN,
+	OPT_RMAX,
+	OPT_CERT_DAYS,
+	OPT_JSON,
+	OPT_QUIET,
+	OPT_LOG_LEVEL,
+	OPT_HELP,
 };
 
 static const struct option long_options[] = {
-	{"collector", required_argument, NULL, OPT_COLLECTOR},
-	{"name", required_argument, NULL, OPT_NAME},
-	{"pki", required_argument, NULL, OPT_PKI},
-	{"agents", required_argument, NULL, OPT_AGENTS},
-	{"prefix", required_argument, NULL, OPT_PREFIX},
-	{"procs", required_argument, NULL, OPT_PROCS},
-	{"scenario", required_argument, NULL, OPT_SCENARIO},
-	{"rate", required_argument, NULL, OPT_RATE},
-	{"inflight", required_argument, NULL, OPT_INFLIGHT},
-	{"hold", required_argument, NULL, OPT_HOLD},
-	{"events-per-sec", required_argument, NULL, OPT_EPS},
-	{"batch", required_argument, NULL, OPT_BATCH},
-	{"duration", required_argument, NULL, OPT_DURATION},
-	{"window", required_argument, NULL, OPT_WINDOW},
-	{"deadline", required_argument, NULL, OPT_DEADLINE},
-	{"sources", required_argument, NULL, OPT_SOURCES},
-	{"reconnect-min", required_argument, NULL, OPT_RMIN},
-	{"reconnect-max", required_argument, NULL, OPT_RMAX},
-	{"cert-days", required_argument, NULL, OPT_CERT_DAYS},
-	{"json", required_argument, NULL, OPT_JSON},
-	{"quiet", no_argument, NULL, OPT_QUIET},
-	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-	{"help", no_argument, NULL, OPT_HELP},
-	{NULL, 0, NULL, 0},
+    {"collector", required_argument, NULL, OPT_COLLECTOR},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"pki", required_argument, NULL, OPT_PKI},
+    {"agents", required_argument, NULL, OPT_AGENTS},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"procs", required_argument, NULL, OPT_PROCS},
+    {"scenario", required_argument, NULL, OPT_SCENARIO},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"inflight", required_argument, NULL, OPT_INFLIGHT},
+    {"hold", required_argument, NULL, OPT_HOLD},
+    {"events-per-sec", required_argument, NULL, OPT_EPS},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"window", required_argument, NULL, OPT_WINDOW},
+    {"deadline", required_argument, NULL, OPT_DEADLINE},
+    {"sources", required_argument, NULL, OPT_SOURCES},
+    {"reconnect-min", required_argument, NULL, OPT_RMIN},
+    {"reconnect-max", required_argument, NULL, OPT_RMAX},
+    {"cert-days", required_argument, NULL, OPT_CERT_DAYS},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 /* 0, 1 for --help, or -1 on a usage error (already reported). */
@@ -219,14 +239,22 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 		const char *opt = argv[optind - 1];
 		int rc = 0;
 		switch (c) {
-		case OPT_COLLECTOR: rc = parse_collector(o, optarg); break;
-		case OPT_NAME: o->name = optarg; break;
-		case OPT_PKI: o->pki_dir = optarg; break;
+		case OPT_COLLECTOR:
+			rc = parse_collector(o, optarg);
+			break;
+		case OPT_NAME:
+			o->name = optarg;
+			break;
+		case OPT_PKI:
+			o->pki_dir = optarg;
+			break;
 		case OPT_AGENTS:
 			rc = parse_uint(opt, optarg, 1, AGENTS_MAX, &u);
 			o->agents = (unsigned)u;
 			break;
-		case OPT_PREFIX: o->prefix = optarg; break;
+		case OPT_PREFIX:
+			o->prefix = optarg;
+			break;
 		case OPT_PROCS:
 			rc = parse_uint(opt, optarg, 1, PROCS_MAX, &u);
 			o->procs = (unsigned)u;
@@ -240,26 +268,37 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 				}
 			}
 			if (rc < 0)
-				fprintf(stderr, "%s: --scenario: '%s' is not connect, ingest or storm\n",
-					LG_PROG, optarg);
+				fprintf(stderr,
+				        "%s: --scenario: '%s' is not connect, ingest or storm\n",
+				        LG_PROG, optarg);
 			break;
-		case OPT_RATE: rc = parse_double(opt, optarg, 0, 1e6, &o->rate); break;
+		case OPT_RATE:
+			rc = parse_double(opt, optarg, 0, 1e6, &o->rate);
+			break;
 		case OPT_INFLIGHT:
 			rc = parse_uint(opt, optarg, 1, AGENTS_MAX, &u);
 			o->inflight = (unsigned)u;
 			break;
-		case OPT_HOLD: rc = parse_double(opt, optarg, 0, 86400, &o->hold_s); break;
-		case OPT_EPS: rc = parse_double(opt, optarg, 0, 100000, &o->events_per_sec); break;
+		case OPT_HOLD:
+			rc = parse_double(opt, optarg, 0, 86400, &o->hold_s);
+			break;
+		case OPT_EPS:
+			rc = parse_double(opt, optarg, 0, 100000, &o->events_per_sec);
+			break;
 		case OPT_BATCH:
 			rc = parse_uint(opt, optarg, 1, LG_BATCH_MAX, &u);
 			o->batch = (unsigned)u;
 			break;
-		case OPT_DURATION: rc = parse_double(opt, optarg, 0.1, 86400, &o->duration_s); break;
+		case OPT_DURATION:
+			rc = parse_double(opt, optarg, 0.1, 86400, &o->duration_s);
+			break;
 		case OPT_WINDOW:
 			rc = parse_uint(opt, optarg, 1, 1u << 30, &u);
 			o->window = (unsigned)u;
 			break;
-		case OPT_DEADLINE: rc = parse_double(opt, optarg, 0.1, 86400, &o->deadline_s); break;
+		case OPT_DEADLINE:
+			rc = parse_double(opt, optarg, 0.1, 86400, &o->deadline_s);
+			break;
 		case OPT_SOURCES:
 			rc = parse_uint(opt, optarg, 0, 254, &u);
 			o->sources = (unsigned)u;
@@ -276,45 +315,53 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 			rc = parse_uint(opt, optarg, 1, PKI_DAYS_MAX, &u);
 			o->cert_days = (int)u;
 			break;
-		case OPT_JSON: o->json_path = optarg; break;
-		case OPT_QUIET: o->quiet = 1; break;
+		case OPT_JSON:
+			o->json_path = optarg;
+			break;
+		case OPT_QUIET:
+			o->quiet = 1;
+			break;
 		case OPT_LOG_LEVEL:
 			o->log_level = log_level_parse(optarg);
 			if (o->log_level < 0) {
-				fprintf(stderr, "%s: --log-level: '%s' is not error, warn, info or debug\n",
-					LG_PROG, optarg);
+				fprintf(stderr,
+				        "%s: --log-level: '%s' is not error, warn, info or debug\n",
+				        LG_PROG, optarg);
 				rc = -1;
 			}
 			break;
-		case OPT_HELP: return 1;
+		case OPT_HELP:
+			return 1;
 		default:
-			fprintf(stderr, "%s: unknown or incomplete option '%s'; see --help\n", LG_PROG,
-				opt);
+			fprintf(stderr, "%s: unknown or incomplete option '%s'; see --help\n",
+			        LG_PROG, opt);
 			return -1;
 		}
 		if (rc < 0)
 			return -1;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s'; see --help\n", LG_PROG, argv[optind]);
+		fprintf(stderr, "%s: unexpected argument '%s'; see --help\n", LG_PROG,
+		        argv[optind]);
 		return -1;
 	}
 	if (!o->collector[0] || !o->pki_dir || !o->agents) {
 		fprintf(stderr, "%s: --collector, --pki and --agents are required; see --help\n",
-			LG_PROG);
+		        LG_PROG);
 		return -1;
 	}
 	char host[PKI_NAME_MAX + 8];
 	lg_host_id(o, o->agents - 1, host, sizeof(host));
 	if (!pki_name_valid(host)) {
-		fprintf(stderr, "%s: --prefix: '%s' makes host ids like '%s', which are not valid "
-			"names (A-Z a-z 0-9 . _ -, at most %d)\n", LG_PROG, o->prefix, host,
-			PKI_NAME_MAX);
+		fprintf(stderr,
+		        "%s: --prefix: '%s' makes host ids like '%s', which are not valid "
+		        "names (A-Z a-z 0-9 . _ -, at most %d)\n",
+		        LG_PROG, o->prefix, host, PKI_NAME_MAX);
 		return -1;
 	}
 	if (o->procs > o->agents) {
 		fprintf(stderr, "%s: --procs %u is more than --agents %u\n", LG_PROG, o->procs,
-			o->agents);
+		        o->agents);
 		return -1;
 	}
 	if (o->reconnect_max_ms < o->reconnect_min_ms) {
@@ -330,29 +377,30 @@ static int check_files(const struct lg_options *o)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		fprintf(stderr, "%s: cannot read the open-file limit: %s\n", LG_PROG, strerror(errno));
+		fprintf(stderr, "%s: cannot read the open-file limit: %s\n", LG_PROG,
+		        strerror(errno));
 		return -1;
 	}
 	rlim_t soft = rl.rlim_cur;
 	rl.rlim_cur = rl.rlim_max;
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
 		fprintf(stderr, "%s: cannot raise the open-file limit to %llu: %s\n", LG_PROG,
-			(unsigned long long)rl.rlim_max, strerror(errno));
+		        (unsigned long long)rl.rlim_max, strerror(errno));
 		rl.rlim_cur = soft;
 	}
 	if (!o->quiet)
 		fprintf(stderr, "%s: open files: soft limit %llu, now %llu; hard limit %llu\n",
-			LG_PROG, (unsigned long long)soft, (unsigned long long)rl.rlim_cur,
-			(unsigned long long)rl.rlim_max);
+		        LG_PROG, (unsigned long long)soft, (unsigned long long)rl.rlim_cur,
+		        (unsigned long long)rl.rlim_max);
 	unsigned long long per_proc = (o->agents + o->procs - 1) / o->procs;
 	if (per_proc + FD_MARGIN > rl.rlim_cur) {
 		unsigned long long room = rl.rlim_cur > FD_MARGIN ? rl.rlim_cur - FD_MARGIN : 1;
 		unsigned long long need = (o->agents + room - 1) / room;
-		fprintf(stderr,
-			"%s: %llu agents per process need %llu open files, above the limit of %llu: "
-			"use --procs %llu or more (or raise the hard limit: ulimit -Hn)\n",
-			LG_PROG, per_proc, per_proc + FD_MARGIN, (unsigned long long)rl.rlim_cur,
-			need);
+		fprintf(
+		    stderr,
+		    "%s: %llu agents per process need %llu open files, above the limit of %llu: "
+		    "use --procs %llu or more (or raise the hard limit: ulimit -Hn)\n",
+		    LG_PROG, per_proc, per_proc + FD_MARGIN, (unsigned long long)rl.rlim_cur, need);
 		return -1;
 	}
 	return 0;
@@ -374,15 +422,17 @@ static void print_progress(struct printer *pr, const struct lg_progress *p)
 		dt = 1;
 	if (!pr->o->quiet) {
 		fprintf(stderr,
-			"%s: %6.1f s: %u/%u up, %u connecting, %u waiting to retry; "
-			"%llu handshakes (+%.0f/s), %llu failures or drops",
-			LG_PROG, (double)(now - pr->start_ns) / 1e9, p->ready, p->agents, p->inflight,
-			p->waiting, (unsigned long long)p->tls_ok,
-			(double)(p->tls_ok - pr->prev.tls_ok) / dt, (unsigned long long)p->failures);
+		        "%s: %6.1f s: %u/%u up, %u connecting, %u waiting to retry; "
+		        "%llu handshakes (+%.0f/s), %llu failures or drops",
+		        LG_PROG, (double)(now - pr->start_ns) / 1e9, p->ready, p->agents,
+		        p->inflight, p->waiting, (unsigned long long)p->tls_ok,
+		        (double)(p->tls_ok - pr->prev.tls_ok) / dt,
+		        (unsigned long long)p->failures);
 		if (pr->o->scenario == LG_INGEST)
 			fprintf(stderr, "; events sent %llu, acked %llu (+%.0f/s)",
-				(unsigned long long)p->events_sent, (unsigned long long)p->events_acked,
-				(double)(p->events_acked - pr->prev.events_acked) / dt);
+			        (unsigned long long)p->events_sent,
+			        (unsigned long long)p->events_acked,
+			        (double)(p->events_acked - pr->prev.events_acked) / dt);
 		fputc('\n', stderr);
 	}
 	pr->prev = *p;
@@ -393,9 +443,9 @@ static void print_armed(unsigned agents)
 {
 	/* Printed even with --quiet: a harness waits for this line. */
 	fprintf(stderr,
-		"%s: storm: armed: all %u sessions up and acknowledged; "
-		"stop and restart the collector now\n",
-		LG_PROG, agents);
+	        "%s: storm: armed: all %u sessions up and acknowledged; "
+	        "stop and restart the collector now\n",
+	        LG_PROG, agents);
 }
 
 static void single_progress(void *arg, const struct lg_progress *p)
@@ -414,8 +464,8 @@ struct part {
 	struct lg_result *res;
 	struct lg_slot *slots;
 	pid_t pid;
-	int status;       /* waitpid's, for workers */
-	int lost;         /* the worker sent no result */
+	int status; /* waitpid's, for workers */
+	int lost;   /* the worker sent no result */
 	char error[256];
 };
 
@@ -428,11 +478,11 @@ static json_t *jhist(const struct lg_hist *h)
 {
 	if (h->count == 0)
 		return json_pack("{s:I,s:n,s:n,s:n,s:n}", "samples", (json_int_t)0, "p50", "p90",
-				 "p99", "max");
+		                 "p99", "max");
 	return json_pack("{s:I,s:f,s:f,s:f,s:f}", "samples", (json_int_t)h->count, "p50",
-			 (double)lg_hist_quantile(h, 0.50) / 1000, "p90",
-			 (double)lg_hist_quantile(h, 0.90) / 1000, "p99",
-			 (double)lg_hist_quantile(h, 0.99) / 1000, "max", (double)h->max_us / 1000);
+	                 (double)lg_hist_quantile(h, 0.50) / 1000, "p90",
+	                 (double)lg_hist_quantile(h, 0.90) / 1000, "p99",
+	                 (double)lg_hist_quantile(h, 0.99) / 1000, "max", (double)h->max_us / 1000);
 }
 
 static json_t *jtime(int64_t ns, int64_t since)
@@ -481,9 +531,10 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 	memset(t, 0, sizeof(*t));
 	t->goal_met = 1;
 	t->all_welcomed_ns = latest(parts, n, offsetof(struct lg_result, all_welcomed_ns));
-	t->storm_all_dropped_ns = latest(parts, n, offsetof(struct lg_result, storm_all_dropped_ns));
+	t->storm_all_dropped_ns =
+	    latest(parts, n, offsetof(struct lg_result, storm_all_dropped_ns));
 	t->storm_all_welcomed_ns =
-		latest(parts, n, offsetof(struct lg_result, storm_all_welcomed_ns));
+	    latest(parts, n, offsetof(struct lg_result, storm_all_welcomed_ns));
 	t->storm_recovered_ns = latest(parts, n, offsetof(struct lg_result, storm_recovered_ns));
 	for (unsigned k = 0; k < n; k++) {
 		const struct lg_result *r = parts[k].res;
@@ -504,14 +555,35 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 		    (!t->storm_first_drop_ns || r->storm_first_drop_ns < t->storm_first_drop_ns))
 			t->storm_first_drop_ns = r->storm_first_drop_ns;
 #define SUM(field) t->field += r->field
-		SUM(certs_minted); SUM(ramp_tls_ok); SUM(attempts); SUM(tls_ok); SUM(welcomes);
-		SUM(drops); SUM(max_ready); SUM(ready_at_end); SUM(ever_welcomed); SUM(max_inflight);
-		SUM(adopted); SUM(events_generated); SUM(events_sent); SUM(events_resent);
-		SUM(events_acked); SUM(events_throttled); SUM(steady_events_acked);
-		SUM(records_acked); SUM(unacked_at_end); SUM(commands_received);
-		SUM(commands_succeeded); SUM(commands_rejected); SUM(results_acked);
-		SUM(storm_attempts); SUM(storm_recovered); SUM(rss_kb_up); SUM(rss_kb_end);
-		SUM(hwm_kb); SUM(ack_latency_unsampled);
+		SUM(certs_minted);
+		SUM(ramp_tls_ok);
+		SUM(attempts);
+		SUM(tls_ok);
+		SUM(welcomes);
+		SUM(drops);
+		SUM(max_ready);
+		SUM(ready_at_end);
+		SUM(ever_welcomed);
+		SUM(max_inflight);
+		SUM(adopted);
+		SUM(events_generated);
+		SUM(events_sent);
+		SUM(events_resent);
+		SUM(events_acked);
+		SUM(events_throttled);
+		SUM(steady_events_acked);
+		SUM(records_acked);
+		SUM(unacked_at_end);
+		SUM(commands_received);
+		SUM(commands_succeeded);
+		SUM(commands_rejected);
+		SUM(results_acked);
+		SUM(storm_attempts);
+		SUM(storm_recovered);
+		SUM(rss_kb_up);
+		SUM(rss_kb_end);
+		SUM(hwm_kb);
+		SUM(ack_latency_unsampled);
 #undef SUM
 		for (int i = 0; i < LG_FAIL_COUNT; i++)
 			t->fail[i] += r->fail[i];
@@ -524,8 +596,7 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 
 /* Acknowledged events per second while every process was in its steady
  * window, from the timelines when there are several processes. */
-static double steady_rate(const struct part *parts, unsigned n, uint32_t nslots,
-			  double *window_s)
+static double steady_rate(const struct part *parts, unsigned n, uint32_t nslots, double *window_s)
 {
 	int64_t from = 0, to = INT64_MAX;
 	*window_s = 0;
@@ -552,7 +623,8 @@ static double steady_rate(const struct part *parts, unsigned n, uint32_t nslots,
 		double sum = 0;
 		for (unsigned k = 0; k < n; k++) {
 			const struct lg_result *r = parts[k].res;
-			sum += (double)r->steady_events_acked / secs(r->steady_end_ns - r->steady_start_ns);
+			sum += (double)r->steady_events_acked /
+			       secs(r->steady_end_ns - r->steady_start_ns);
 		}
 		*window_s = secs(to - from);
 		return sum;
@@ -567,8 +639,8 @@ static double steady_rate(const struct part *parts, unsigned n, uint32_t nslots,
 
 /* The most connection attempts in progress at once, all processes together,
  * between two times (per LG_SLOT_MS slot, the sum of each process's peak). */
-static unsigned peak_attempts(const struct part *parts, unsigned n, uint32_t nslots,
-			      int64_t from, int64_t to)
+static unsigned peak_attempts(const struct part *parts, unsigned n, uint32_t nslots, int64_t from,
+                              int64_t to)
 {
 	int64_t start = parts[0].res->start_ns, slot_ns = LG_SLOT_MS * 1000000ll;
 	uint64_t first = from > start ? (uint64_t)((from - start) / slot_ns) : 0;
@@ -591,24 +663,28 @@ static const char *goal_text(const struct lg_options *o, char *buf, size_t len)
 {
 	switch (o->scenario) {
 	case LG_CONNECT:
-		snprintf(buf, len, "all %u agents welcomed, and all up after a %.0f s hold, within %.0f s",
-			 o->agents, o->hold_s, o->deadline_s);
+		snprintf(buf, len,
+		         "all %u agents welcomed, and all up after a %.0f s hold, within %.0f s",
+		         o->agents, o->hold_s, o->deadline_s);
 		break;
 	case LG_INGEST:
-		snprintf(buf, len, "all %u agents welcomed, %.0f s of events at %g/s each, every event "
-			 "acknowledged, within %.0f s", o->agents, o->duration_s, o->events_per_sec,
-			 o->deadline_s);
+		snprintf(buf, len,
+		         "all %u agents welcomed, %.0f s of events at %g/s each, every event "
+		         "acknowledged, within %.0f s",
+		         o->agents, o->duration_s, o->events_per_sec, o->deadline_s);
 		break;
 	case LG_STORM:
-		snprintf(buf, len, "all %u sessions dropped, welcomed again and their pending record "
-			 "acknowledged, within %.0f s", o->agents, o->deadline_s);
+		snprintf(buf, len,
+		         "all %u sessions dropped, welcomed again and their pending record "
+		         "acknowledged, within %.0f s",
+		         o->agents, o->deadline_s);
 		break;
 	}
 	return buf;
 }
 
-static int report(const struct lg_options *o, const struct part *parts, unsigned n,
-		  uint32_t nslots, const struct rlimit *rl)
+static int report(const struct lg_options *o, const struct part *parts, unsigned n, uint32_t nslots,
+                  const struct rlimit *rl)
 {
 	struct lg_result *t = calloc(1, sizeof(*t));
 	char goal[256];
@@ -624,22 +700,24 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 	double steady = o->scenario == LG_INGEST ? steady_rate(parts, n, nslots, &window_s) : 0;
 	int storm = o->scenario == LG_STORM;
 	int64_t storm_end = t->storm_recovered_ns ? t->storm_recovered_ns : t->end_ns;
-	unsigned storm_peak = storm && t->storm_first_drop_ns
-		? peak_attempts(parts, n, nslots, t->storm_first_drop_ns, storm_end) : 0;
+	unsigned storm_peak =
+	    storm && t->storm_first_drop_ns
+	        ? peak_attempts(parts, n, nslots, t->storm_first_drop_ns, storm_end)
+	        : 0;
 
 	json_t *fails = json_object(), *reasons = json_array(), *procs = json_array();
 	for (int i = 0; i < LG_FAIL_COUNT; i++)
 		json_object_set_new(fails, lg_fail_names[i], json_integer((json_int_t)t->fail[i]));
 	for (int i = 0; i < LG_REASONS && t->reason_count[i]; i++)
-		json_array_append_new(reasons, json_pack("{s:s,s:I}", "reason", t->reason[i], "count",
-							 (json_int_t)t->reason_count[i]));
+		json_array_append_new(reasons, json_pack("{s:s,s:I}", "reason", t->reason[i],
+		                                         "count", (json_int_t)t->reason_count[i]));
 	for (unsigned k = 0; k < n; k++) {
 		const struct lg_result *r = parts[k].res;
-		json_t *p = json_pack("{s:i,s:b,s:I,s:I,s:I,s:b}", "pid", (int)parts[k].pid,
-				      "result_received", !parts[k].lost, "agents",
-				      (json_int_t)r->agents, "rss_kb_all_up", (json_int_t)r->rss_kb_up,
-				      "rss_kb_peak", (json_int_t)r->hwm_kb, "loop_closed_cleanly",
-				      !parts[k].lost && r->loop_close_rc == 0);
+		json_t *p = json_pack(
+		    "{s:i,s:b,s:I,s:I,s:I,s:b}", "pid", (int)parts[k].pid, "result_received",
+		    !parts[k].lost, "agents", (json_int_t)r->agents, "rss_kb_all_up",
+		    (json_int_t)r->rss_kb_up, "rss_kb_peak", (json_int_t)r->hwm_kb,
+		    "loop_closed_cleanly", !parts[k].lost && r->loop_close_rc == 0);
 		if (parts[k].error[0])
 			json_object_set_new(p, "error", json_string(parts[k].error));
 		json_array_append_new(procs, p);
@@ -650,111 +728,147 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 	json_object_set_new(root, "goal_met", json_boolean(t->goal_met));
 	json_object_set_new(root, "interrupted", json_boolean(t->interrupted));
 	json_object_set_new(root, "collector", json_string(o->collector));
-	json_object_set_new(root, "options", json_pack(
-		"{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:I,s:I,s:I,s:I}",
-		"agents", (json_int_t)o->agents, "procs", (json_int_t)o->procs,
-		"sources", (json_int_t)o->sources, "rate", o->rate, "inflight",
-		(json_int_t)o->inflight, "hold_s", o->hold_s, "events_per_sec", o->events_per_sec,
-		"batch", (json_int_t)o->batch, "duration_s", o->duration_s, "deadline_s",
-		o->deadline_s, "window", (json_int_t)o->window, "reconnect_min_ms",
-		(json_int_t)o->reconnect_min_ms, "reconnect_max_ms", (json_int_t)o->reconnect_max_ms,
-		"cert_days", (json_int_t)o->cert_days));
-	json_object_set_new(root, "rlimit_nofile", json_pack("{s:I,s:I}", "soft",
-		(json_int_t)rl->rlim_cur, "hard", (json_int_t)rl->rlim_max));
+	json_object_set_new(
+	    root, "options",
+	    json_pack("{s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:I,s:I,s:I,s:I}", "agents",
+	              (json_int_t)o->agents, "procs", (json_int_t)o->procs, "sources",
+	              (json_int_t)o->sources, "rate", o->rate, "inflight", (json_int_t)o->inflight,
+	              "hold_s", o->hold_s, "events_per_sec", o->events_per_sec, "batch",
+	              (json_int_t)o->batch, "duration_s", o->duration_s, "deadline_s",
+	              o->deadline_s, "window", (json_int_t)o->window, "reconnect_min_ms",
+	              (json_int_t)o->reconnect_min_ms, "reconnect_max_ms",
+	              (json_int_t)o->reconnect_max_ms, "cert_days", (json_int_t)o->cert_days));
+	json_object_set_new(root, "rlimit_nofile",
+	                    json_pack("{s:I,s:I}", "soft", (json_int_t)rl->rlim_cur, "hard",
+	                              (json_int_t)rl->rlim_max));
 	json_object_set_new(root, "elapsed_s", json_real(t->end_ns ? secs(t->end_ns - s0) : 0));
-	json_object_set_new(root, "certificates", json_pack("{s:I,s:f,s:f}", "minted",
-		(json_int_t)t->certs_minted, "seconds", secs((int64_t)t->mint_ns), "per_second",
-		t->mint_ns ? (double)t->certs_minted / secs((int64_t)t->mint_ns) : 0.0));
-	json_object_set_new(root, "sessions", json_pack("{s:I,s:I,s:I,s:I}", "max_up",
-		(json_int_t)t->max_ready, "up_at_end", (json_int_t)t->ready_at_end,
-		"ever_welcomed", (json_int_t)t->ever_welcomed, "drops", (json_int_t)t->drops));
+	json_object_set_new(
+	    root, "certificates",
+	    json_pack("{s:I,s:f,s:f}", "minted", (json_int_t)t->certs_minted, "seconds",
+	              secs((int64_t)t->mint_ns), "per_second",
+	              t->mint_ns ? (double)t->certs_minted / secs((int64_t)t->mint_ns) : 0.0));
+	json_object_set_new(root, "sessions",
+	                    json_pack("{s:I,s:I,s:I,s:I}", "max_up", (json_int_t)t->max_ready,
+	                              "up_at_end", (json_int_t)t->ready_at_end, "ever_welcomed",
+	                              (json_int_t)t->ever_welcomed, "drops", (json_int_t)t->drops));
 	json_object_set_new(root, "time_to_all_welcomed_s", jtime(t->all_welcomed_ns, s0));
-	json_object_set_new(root, "handshakes", json_pack("{s:I,s:I,s:I,s:o,s:I}",
-		"attempts", (json_int_t)t->attempts, "tls_completed", (json_int_t)t->tls_ok,
-		"welcomes", (json_int_t)t->welcomes, "per_second_ramp",
-		ramp_s > 0 ? json_real((double)t->ramp_tls_ok / ramp_s) : json_null(),
-		"max_in_progress", (json_int_t)peak_attempts(parts, n, nslots, s0, t->end_ns)));
+	json_object_set_new(
+	    root, "handshakes",
+	    json_pack("{s:I,s:I,s:I,s:o,s:I}", "attempts", (json_int_t)t->attempts, "tls_completed",
+	              (json_int_t)t->tls_ok, "welcomes", (json_int_t)t->welcomes, "per_second_ramp",
+	              ramp_s > 0 ? json_real((double)t->ramp_tls_ok / ramp_s) : json_null(),
+	              "max_in_progress",
+	              (json_int_t)peak_attempts(parts, n, nslots, s0, t->end_ns)));
 	json_object_set_new(root, "welcome_latency_ms", jhist(&t->welcome_latency));
 	json_object_set_new(root, "failures", fails);
 	json_object_set_new(root, "failure_reasons", reasons);
-	json_object_set_new(root, "failure_reasons_other", json_integer((json_int_t)t->reason_other));
-	json_object_set_new(root, "records", json_pack("{s:I,s:I,s:I}", "acked",
-		(json_int_t)t->records_acked, "unacked_at_end", (json_int_t)t->unacked_at_end,
-		"sequence_adopted", (json_int_t)t->adopted));
-	json_object_set_new(root, "events", json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:o}",
-		"generated", (json_int_t)t->events_generated, "sent", (json_int_t)t->events_sent,
-		"resent", (json_int_t)t->events_resent, "acked", (json_int_t)t->events_acked,
-		"throttled", (json_int_t)t->events_throttled, "steady_window_s", window_s,
-		"acked_per_second_steady", window_s > 0 ? json_real(steady) : json_null()));
+	json_object_set_new(root, "failure_reasons_other",
+	                    json_integer((json_int_t)t->reason_other));
+	json_object_set_new(root, "records",
+	                    json_pack("{s:I,s:I,s:I}", "acked", (json_int_t)t->records_acked,
+	                              "unacked_at_end", (json_int_t)t->unacked_at_end,
+	                              "sequence_adopted", (json_int_t)t->adopted));
+	json_object_set_new(
+	    root, "events",
+	    json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:o}", "generated", (json_int_t)t->events_generated,
+	              "sent", (json_int_t)t->events_sent, "resent", (json_int_t)t->events_resent,
+	              "acked", (json_int_t)t->events_acked, "throttled",
+	              (json_int_t)t->events_throttled, "steady_window_s", window_s,
+	              "acked_per_second_steady", window_s > 0 ? json_real(steady) : json_null()));
 	json_t *lat = jhist(&t->ack_latency);
-	json_object_set_new(lat, "unsampled_batches", json_integer((json_int_t)t->ack_latency_unsampled));
+	json_object_set_new(lat, "unsampled_batches",
+	                    json_integer((json_int_t)t->ack_latency_unsampled));
 	json_object_set_new(root, "ack_latency_ms", lat);
-	json_object_set_new(root, "commands", json_pack("{s:I,s:I,s:I,s:I,s:o}", "received",
-		(json_int_t)t->commands_received, "succeeded", (json_int_t)t->commands_succeeded,
-		"rejected", (json_int_t)t->commands_rejected, "results_acked",
-		(json_int_t)t->results_acked, "result_ack_latency_ms", jhist(&t->command_latency)));
-	json_object_set_new(root, "storm", !storm ? json_null() : json_pack(
-		"{s:b,s:b,s:o,s:o,s:o,s:I,s:I,s:I,s:b}",
-		"observed", t->storm_first_drop_ns != 0,
-		"all_dropped", t->storm_all_dropped_ns != 0,
-		"first_drop_to_all_dropped_s", t->storm_all_dropped_ns
-			? json_real(secs(t->storm_all_dropped_ns - t->storm_first_drop_ns)) : json_null(),
-		"first_drop_to_all_welcomed_s", t->storm_all_welcomed_ns
-			? json_real(secs(t->storm_all_welcomed_ns - t->storm_first_drop_ns)) : json_null(),
-		"recovery_s", t->storm_recovered_ns
-			? json_real(secs(t->storm_recovered_ns - t->storm_first_drop_ns)) : json_null(),
-		"recovered", (json_int_t)t->storm_recovered,
-		"reconnect_attempts", (json_int_t)t->storm_attempts,
-		"max_concurrent_attempts", (json_int_t)storm_peak,
-		"within_deadline", t->storm_recovered_ns != 0));
-	json_object_set_new(root, "loadgen", json_pack("{s:I,s:I,s:I,s:b,s:o}",
-		"rss_kb_all_up", (json_int_t)t->rss_kb_up, "rss_kb_end", (json_int_t)t->rss_kb_end,
-		"rss_kb_peak", (json_int_t)t->hwm_kb, "loop_closed_cleanly", t->loop_close_rc == 0,
-		"processes", procs));
+	json_object_set_new(root, "commands",
+	                    json_pack("{s:I,s:I,s:I,s:I,s:o}", "received",
+	                              (json_int_t)t->commands_received, "succeeded",
+	                              (json_int_t)t->commands_succeeded, "rejected",
+	                              (json_int_t)t->commands_rejected, "results_acked",
+	                              (json_int_t)t->results_acked, "result_ack_latency_ms",
+	                              jhist(&t->command_latency)));
+	json_object_set_new(
+	    root, "storm",
+	    !storm
+	        ? json_null()
+	        : json_pack("{s:b,s:b,s:o,s:o,s:o,s:I,s:I,s:I,s:b}", "observed",
+	                    t->storm_first_drop_ns != 0, "all_dropped",
+	                    t->storm_all_dropped_ns != 0, "first_drop_to_all_dropped_s",
+	                    t->storm_all_dropped_ns
+	                        ? json_real(secs(t->storm_all_dropped_ns - t->storm_first_drop_ns))
+	                        : json_null(),
+	                    "first_drop_to_all_welcomed_s",
+	                    t->storm_all_welcomed_ns
+	                        ? json_real(secs(t->storm_all_welcomed_ns - t->storm_first_drop_ns))
+	                        : json_null(),
+	                    "recovery_s",
+	                    t->storm_recovered_ns
+	                        ? json_real(secs(t->storm_recovered_ns - t->storm_first_drop_ns))
+	                        : json_null(),
+	                    "recovered", (json_int_t)t->storm_recovered, "reconnect_attempts",
+	                    (json_int_t)t->storm_attempts, "max_concurrent_attempts",
+	                    (json_int_t)storm_peak, "within_deadline", t->storm_recovered_ns != 0));
+	json_object_set_new(
+	    root, "loadgen",
+	    json_pack("{s:o,s:I,s:I,s:b,s:o}", "rss_kb_all_up",
+	              t->all_welcomed_ns ? json_integer((json_int_t)t->rss_kb_up) : json_null(),
+	              "rss_kb_end", (json_int_t)t->rss_kb_end, "rss_kb_peak", (json_int_t)t->hwm_kb,
+	              "loop_closed_cleanly", t->loop_close_rc == 0, "processes", procs));
 
 	FILE *out = stdout;
 	if (o->json_path && !(out = fopen(o->json_path, "w"))) {
 		fprintf(stderr, "%s: --json: cannot write %s: %s\n", LG_PROG, o->json_path,
-			strerror(errno));
+		        strerror(errno));
 		goto out;
 	}
-	if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) < 0 || fputc('\n', out) < 0 ||
-	    (out != stdout ? fclose(out) : fflush(out)) != 0) {
+	if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) <
+	        0 ||
+	    fputc('\n', out) < 0 || (out != stdout ? fclose(out) : fflush(out)) != 0) {
 		fprintf(stderr, "%s: cannot write the report: %s\n", LG_PROG, strerror(errno));
 		goto out;
 	}
 
 	if (!o->quiet) {
 		fprintf(stderr, "%s: %s: %s\n", LG_PROG, scenario_name(o->scenario),
-			t->goal_met ? "goal met" : "goal NOT met");
-		fprintf(stderr, "%s:   %llu certificates minted in %.2f s; %u of %u agents welcomed "
-			"at once at most, %u up at the end, %llu drops\n", LG_PROG,
-			(unsigned long long)t->certs_minted, secs((int64_t)t->mint_ns), t->max_ready,
-			o->agents, t->ready_at_end, (unsigned long long)t->drops);
+		        t->goal_met ? "goal met" : "goal NOT met");
+		fprintf(stderr,
+		        "%s:   %llu certificates minted in %.2f s; %u of %u agents welcomed "
+		        "at once at most, %u up at the end, %llu drops\n",
+		        LG_PROG, (unsigned long long)t->certs_minted, secs((int64_t)t->mint_ns),
+		        t->max_ready, o->agents, t->ready_at_end, (unsigned long long)t->drops);
 		if (t->all_welcomed_ns)
-			fprintf(stderr, "%s:   all welcomed after %.2f s: %.0f handshakes/s over the ramp; "
-				"connect to Welcome p50 %.1f ms, p99 %.1f ms\n", LG_PROG, ramp_s,
-				(double)t->ramp_tls_ok / ramp_s,
-				(double)lg_hist_quantile(&t->welcome_latency, 0.5) / 1000,
-				(double)lg_hist_quantile(&t->welcome_latency, 0.99) / 1000);
+			fprintf(stderr,
+			        "%s:   all welcomed after %.2f s: %.0f handshakes/s over the ramp; "
+			        "connect to Welcome p50 %.1f ms, p99 %.1f ms\n",
+			        LG_PROG, ramp_s, (double)t->ramp_tls_ok / ramp_s,
+			        (double)lg_hist_quantile(&t->welcome_latency, 0.5) / 1000,
+			        (double)lg_hist_quantile(&t->welcome_latency, 0.99) / 1000);
 		if (o->scenario == LG_INGEST)
-			fprintf(stderr, "%s:   events: %llu sent, %llu acked, %.0f acked/s over %.1f s "
-				"steady, Ack latency p50 %.1f ms, p99 %.1f ms; %llu unacked at the end\n",
-				LG_PROG, (unsigned long long)t->events_sent,
-				(unsigned long long)t->events_acked, steady, window_s,
-				(double)lg_hist_quantile(&t->ack_latency, 0.5) / 1000,
-				(double)lg_hist_quantile(&t->ack_latency, 0.99) / 1000,
-				(unsigned long long)t->unacked_at_end);
+			fprintf(stderr,
+			        "%s:   events: %llu sent, %llu acked, %.0f acked/s over %.1f s "
+			        "steady, Ack latency p50 %.1f ms, p99 %.1f ms; %llu unacked at the "
+			        "end\n",
+			        LG_PROG, (unsigned long long)t->events_sent,
+			        (unsigned long long)t->events_acked, steady, window_s,
+			        (double)lg_hist_quantile(&t->ack_latency, 0.5) / 1000,
+			        (double)lg_hist_quantile(&t->ack_latency, 0.99) / 1000,
+			        (unsigned long long)t->unacked_at_end);
 		if (storm && t->storm_recovered_ns)
-			fprintf(stderr, "%s:   storm: recovered %.2f s after the first drop, at most %u "
-				"attempts at once, %llu attempts\n", LG_PROG,
-				secs(t->storm_recovered_ns - t->storm_first_drop_ns), storm_peak,
-				(unsigned long long)t->storm_attempts);
+			fprintf(stderr,
+			        "%s:   storm: recovered %.2f s after the first drop, at most %u "
+			        "attempts at once, %llu attempts\n",
+			        LG_PROG, secs(t->storm_recovered_ns - t->storm_first_drop_ns),
+			        storm_peak, (unsigned long long)t->storm_attempts);
 		for (int i = 0; i < LG_REASONS && t->reason_count[i]; i++)
 			fprintf(stderr, "%s:   %llu x %s\n", LG_PROG,
-				(unsigned long long)t->reason_count[i], t->reason[i]);
-		fprintf(stderr, "%s:   memory: %llu kB resident with all up, %llu kB peak\n", LG_PROG,
-			(unsigned long long)t->rss_kb_up, (unsigned long long)t->hwm_kb);
+			        (unsigned long long)t->reason_count[i], t->reason[i]);
+		if (t->all_welcomed_ns)
+			fprintf(stderr,
+			        "%s:   memory: %llu kB resident with all up, %llu kB peak\n",
+			        LG_PROG, (unsigned long long)t->rss_kb_up,
+			        (unsigned long long)t->hwm_kb);
+		else
+			fprintf(stderr, "%s:   memory: %llu kB peak\n", LG_PROG,
+			        (unsigned long long)t->hwm_kb);
 	}
 	rc = t->goal_met ? 0 : 1;
 out:
@@ -810,7 +924,7 @@ static void worker_armed(void *arg, unsigned agents)
 /* A worker: mints its agents' certificates, says so, waits for the common
  * start, runs, and sends its result. Returns the exit status. */
 static int worker_main(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
-		       unsigned first, unsigned count, int up, int go, uint32_t nslots)
+                       unsigned first, unsigned count, int up, int go, uint32_t nslots)
 {
 	char err[512];
 	int64_t start_ns;
@@ -874,7 +988,7 @@ static void worker_input(struct worker *w, uint32_t nslots)
 		memcpy(&h, w->buf + off, sizeof(h));
 		if (h.len > w->cap - sizeof(h)) {
 			snprintf(w->part.error, sizeof(w->part.error),
-				 "worker sent a message of %u bytes", h.len);
+			         "worker sent a message of %u bytes", h.len);
 			w->eof = 1;
 			return;
 		}
@@ -882,8 +996,12 @@ static void worker_input(struct worker *w, uint32_t nslots)
 			break;
 		const uint8_t *p = w->buf + off + sizeof(h);
 		switch (h.type) {
-		case W_MINTED: w->minted = 1; break;
-		case W_ARMED: w->armed = 1; break;
+		case W_MINTED:
+			w->minted = 1;
+			break;
+		case W_ARMED:
+			w->armed = 1;
+			break;
 		case W_PROGRESS:
 			if (h.len == sizeof(w->prog))
 				memcpy(&w->prog, p, sizeof(w->prog));
@@ -898,7 +1016,7 @@ static void worker_input(struct worker *w, uint32_t nslots)
 			break;
 		case W_ERROR:
 			snprintf(w->part.error, sizeof(w->part.error), "%.*s", (int)h.len,
-				 (const char *)p);
+			         (const char *)p);
 			break;
 		}
 		off += sizeof(h) + h.len;
@@ -947,12 +1065,12 @@ static void workers_signal(struct worker *ws, unsigned n, int sig)
 }
 
 static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
-		       uint32_t nslots, const struct rlimit *rl)
+                       uint32_t nslots, const struct rlimit *rl)
 {
 	unsigned n = o->procs;
 	struct worker *ws = calloc(n, sizeof(*ws));
-	size_t cap = sizeof(struct wmsg_hdr) + sizeof(struct lg_result) +
-		     nslots * sizeof(struct lg_slot);
+	size_t cap =
+	    sizeof(struct wmsg_hdr) + sizeof(struct lg_result) + nslots * sizeof(struct lg_slot);
 	struct printer pr = {o, 0, 0, {0}};
 	struct part *parts = NULL;
 	int rc = 1;
@@ -965,7 +1083,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 		w->count = (unsigned)((uint64_t)o->agents * (k + 1) / n) - w->first;
 		w->cap = cap;
 		w->part.lost = 1;
-		if (!(w->buf = malloc(cap)) || !(w->part.res = calloc(1, sizeof(struct lg_result))) ||
+		if (!(w->buf = malloc(cap)) ||
+		    !(w->part.res = calloc(1, sizeof(struct lg_result))) ||
 		    !(w->part.slots = calloc(nslots, sizeof(struct lg_slot))))
 			goto nomem;
 	}
@@ -979,7 +1098,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 		}
 		pid_t pid = fork();
 		if (pid < 0) {
-			fprintf(stderr, "%s: cannot start worker %u: %s\n", LG_PROG, k, strerror(errno));
+			fprintf(stderr, "%s: cannot start worker %u: %s\n", LG_PROG, k,
+			        strerror(errno));
 			close(up[0]);
 			close(up[1]);
 			close(go[0]);
@@ -1019,7 +1139,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 		if (minted == n || gone || parent_signal)
 			break;
 		if (uv_hrtime() > mint_limit) {
-			fprintf(stderr, "%s: workers took too long to mint certificates\n", LG_PROG);
+			fprintf(stderr, "%s: workers took too long to mint certificates\n",
+			        LG_PROG);
 			workers_signal(ws, n, SIGKILL);
 			break;
 		}
@@ -1031,8 +1152,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 		all_minted &= ws[k].minted && !ws[k].eof;
 	if (all_minted && !parent_signal) {
 		if (!o->quiet)
-			fprintf(stderr, "%s: %u workers minted %u certificates in %.2f s\n", LG_PROG, n,
-				o->agents, (double)(uv_hrtime() - t0) / 1e9);
+			fprintf(stderr, "%s: %u workers minted %u certificates in %.2f s\n",
+			        LG_PROG, n, o->agents, (double)(uv_hrtime() - t0) / 1e9);
 		for (unsigned k = 0; k < n; k++)
 			write_all(ws[k].gofd, &start_ns, sizeof(start_ns));
 	}
@@ -1042,7 +1163,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 	}
 
 	pr.start_ns = pr.prev_ns = start_ns;
-	int64_t last_print = start_ns, kill_at = start_ns + (int64_t)((o->deadline_s + WORKER_GRACE_S) * 1e9);
+	int64_t last_print = start_ns,
+	        kill_at = start_ns + (int64_t)((o->deadline_s + WORKER_GRACE_S) * 1e9);
 	int armed_said = 0, forwarded = 0, killed = 0;
 	while (workers_poll(ws, n, nslots, 200)) {
 		int64_t now = (int64_t)uv_hrtime();
@@ -1051,8 +1173,9 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 			forwarded = 1;
 		}
 		if (now >= kill_at && !killed) {
-			fprintf(stderr, "%s: workers still running %d s after the deadline: killing them\n",
-				LG_PROG, WORKER_GRACE_S);
+			fprintf(stderr,
+			        "%s: workers still running %d s after the deadline: killing them\n",
+			        LG_PROG, WORKER_GRACE_S);
 			workers_signal(ws, n, SIGKILL);
 			killed = 1;
 		}
@@ -1095,15 +1218,16 @@ out:
 			if (w->part.lost && !w->part.error[0]) {
 				if (WIFSIGNALED(w->part.status))
 					snprintf(w->part.error, sizeof(w->part.error),
-						 "worker died of signal %d", WTERMSIG(w->part.status));
+					         "worker died of signal %d",
+					         WTERMSIG(w->part.status));
 				else
 					snprintf(w->part.error, sizeof(w->part.error),
-						 "worker exited with status %d and no result",
-						 WEXITSTATUS(w->part.status));
+					         "worker exited with status %d and no result",
+					         WEXITSTATUS(w->part.status));
 			}
 			if (w->part.error[0])
 				fprintf(stderr, "%s: worker %u (agents %u to %u): %s\n", LG_PROG, k,
-					w->first + 1, w->first + w->count, w->part.error);
+				        w->first + 1, w->first + w->count, w->part.error);
 		}
 	}
 	if (rc == 0) {
@@ -1135,7 +1259,7 @@ done:
 }
 
 static int run_single(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
-		      uint32_t nslots, const struct rlimit *rl)
+                      uint32_t nslots, const struct rlimit *rl)
 {
 	char err[512];
 	struct fleet *f = NULL;
@@ -1155,7 +1279,7 @@ static int run_single(const struct lg_options *o, const struct pki_ca *ca, EVP_P
 	}
 	if (!o->quiet)
 		fprintf(stderr, "%s: minted %u certificates in %.2f s\n", LG_PROG, o->agents,
-			(double)part.res->mint_ns / 1e9);
+		        (double)part.res->mint_ns / 1e9);
 	pr.start_ns = pr.prev_ns = (int64_t)uv_hrtime();
 	if (fleet_run(f, pr.start_ns, &rep, part.slots, nslots, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", LG_PROG, err);

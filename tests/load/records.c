@@ -14,12 +14,12 @@
 static const struct {
 	const char *name, *display, *dep;
 } exchange[SERVICE_COUNT] = {
-	{"MSExchangeSA", "Microsoft Exchange System Attendant", NULL},
-	{"MSExchangeDS", "Microsoft Exchange Directory", "MSExchangeSA"},
-	{"MSExchangeIS", "Microsoft Exchange Information Store", "MSExchangeDS"},
-	{"MSExchangeMTA", "Microsoft Exchange Message Transfer Agent", "MSExchangeDS"},
-	{"MSExchangeIMC", "Microsoft Exchange Internet Mail Service", "MSExchangeMTA"},
-	{"MSExchangeES", "Microsoft Exchange Event Service", "MSExchangeIS"},
+    {"MSExchangeSA", "Microsoft Exchange System Attendant", NULL},
+    {"MSExchangeDS", "Microsoft Exchange Directory", "MSExchangeSA"},
+    {"MSExchangeIS", "Microsoft Exchange Information Store", "MSExchangeDS"},
+    {"MSExchangeMTA", "Microsoft Exchange Message Transfer Agent", "MSExchangeDS"},
+    {"MSExchangeIMC", "Microsoft Exchange Internet Mail Service", "MSExchangeMTA"},
+    {"MSExchangeES", "Microsoft Exchange Event Service", "MSExchangeIS"},
 };
 
 static char *rights[] = {"SeServiceLogonRight", "SeTcbPrivilege", "SeRestorePrivilege"};
@@ -34,17 +34,38 @@ struct routine_event {
 };
 
 static const struct routine_event routine[] = {
-	{"Application", "MSExchangeIS Public", "General", 1221, 6, EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
-	 "The database has 0 megabytes of free space after online defragmentation has terminated.",
-	 {"0", NULL}},
-	{"Application", "MSExchangeIS Private", "Background Cleanup", 1207, 5,
-	 EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
-	 "Starting to remove expired messages from folders.", {NULL, NULL}},
-	{"System", "Service Control Manager", "None", 7036, 0, EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
-	 "The Microsoft Exchange Event Service service entered the running state.",
-	 {"Microsoft Exchange Event Service", "running"}},
-	{"Application", "MSExchangeMTA", "Interface", 9298, 2, EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
-	 "Microsoft Exchange MTA has started.", {NULL, NULL}},
+    {"Application",
+     "MSExchangeIS Public",
+     "General",
+     1221,
+     6,
+     EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
+     "The database has 0 megabytes of free space after online defragmentation has terminated.",
+     {"0", NULL}},
+    {"Application",
+     "MSExchangeIS Private",
+     "Background Cleanup",
+     1207,
+     5,
+     EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
+     "Starting to remove expired messages from folders.",
+     {NULL, NULL}},
+    {"System",
+     "Service Control Manager",
+     "None",
+     7036,
+     0,
+     EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
+     "The Microsoft Exchange Event Service service entered the running state.",
+     {"Microsoft Exchange Event Service", "running"}},
+    {"Application",
+     "MSExchangeMTA",
+     "Interface",
+     9298,
+     2,
+     EXFLEET__EVENT_TYPE__EVENT_INFORMATION,
+     "Microsoft Exchange MTA has started.",
+     {NULL, NULL}},
 };
 
 #define ROUTINE_COUNT (sizeof(routine) / sizeof(routine[0]))
@@ -66,8 +87,8 @@ static struct {
 	Exfleet__StepResult step, *steps[1];
 } msg;
 
-void records_hello(Exfleet__AgentMessage *m, const char *host_id, unsigned index,
-		   uint64_t highest, uint64_t lowest)
+void records_hello(Exfleet__AgentMessage *m, const char *host_id, unsigned index, uint64_t highest,
+                   uint64_t lowest)
 {
 	exfleet__hello__init(&msg.hello);
 	exfleet__label__init(&msg.site);
@@ -96,8 +117,7 @@ void records_hello(Exfleet__AgentMessage *m, const char *host_id, unsigned index
 	m->hello = &msg.hello;
 }
 
-void records_snapshot(Exfleet__AgentMessage *m, const char *host_id, uint64_t seq,
-		      int64_t now_ms)
+void records_snapshot(Exfleet__AgentMessage *m, const char *host_id, uint64_t seq, int64_t now_ms)
 {
 	Exfleet__Snapshot *s = &msg.snapshot;
 	exfleet__snapshot__init(s);
@@ -134,7 +154,7 @@ void records_snapshot(Exfleet__AgentMessage *m, const char *host_id, uint64_t se
 }
 
 void records_events(Exfleet__AgentMessage *m, const char *host_id, uint64_t first, size_t n,
-		    int64_t now_ms)
+                    int64_t now_ms)
 {
 	if (n > LG_BATCH_MAX)
 		n = LG_BATCH_MAX;
@@ -180,8 +200,8 @@ void records_heartbeat(Exfleet__AgentMessage *m, uint64_t highest, int64_t now_m
 }
 
 void records_result(Exfleet__AgentMessage *m, uint64_t seq, const char *command_id,
-		    Exfleet__CommandStatus status, const char *reason, const char *step,
-		    int64_t started_ms, int64_t now_ms)
+                    Exfleet__CommandStatus status, const char *reason, const char *step,
+                    int64_t started_ms, int64_t now_ms)
 {
 	Exfleet__CommandResult *r = &msg.result;
 	exfleet__command_result__init(r);
