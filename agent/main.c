@@ -82,6 +82,9 @@ static void collect_now(struct agent *a)
 	int n = collect_run(&a->collect, &more);
 	if (n > 0)
 		session_kick(&a->session);
+	/* A burst of events leaves freed memory behind: return it. */
+	if (n > 100 && !more)
+		util_trim_memory();
 	/* Bounded work per turn: the rest after the loop has served I/O. */
 	if (more)
 		uv_timer_start(&a->again, again_cb, 0, 0);

@@ -125,11 +125,22 @@ enum store_view {
 	STORE_HOST_EVENTS,    /* its newest events */
 	STORE_HOST_HISTORY,   /* its status changes */
 	STORE_HOST_COMMANDS,
+	STORE_REPORT,         /* per host, for the wave report: plan, status, times */
 };
 /* Rows of view; key is the host id for the per-host views. status and wave
  * filter STORE_HOSTS (NULL: any). */
 int store_view(struct store *st, enum store_view view, const char *key, const char *status,
 	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen);
+
+/* Replaces the wave plan with these (host, wave, planned date) triples, in
+ * one transaction: all or nothing. */
+struct store_wave {
+	const char *host_id;
+	const char *wave;
+	const char *planned_date; /* "" when not known */
+};
+int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
+		       size_t errlen);
 
 /* Queues an operator's command (an encoded Exfleet__Command) for host_id;
  * the relay delivers it. UV_EEXIST for an id already used. */

@@ -1183,13 +1183,17 @@ void store_close(struct store *st, void (*done_cb)(void *arg), void *arg)
 
 /* The wave of a host is the imported plan's, else the agent's label. */
 static const char *const views[] = {
+	/* Hosts in the plan that never connected are listed too. */
 	[STORE_HOSTS] =
-		"SELECT h.host_id, COALESCE(w.wave, h.wave) AS wave, h.site,"
+		"SELECT p.host_id, COALESCE(w.wave, h.wave) AS wave, h.site,"
 		" COALESCE(h.status, 'NEVER_SEEN') AS status, h.status_since, h.last_seen,"
-		" h.role, h.promoted_at, h.evidence FROM hosts h"
-		" LEFT JOIN waves w ON w.host_id = h.host_id"
-		" WHERE (?2 IS NULL OR h.status = ?2) AND (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3)"
-		" ORDER BY h.host_id",
+		" h.role, h.promoted_at, h.evidence"
+		" FROM (SELECT host_id FROM hosts UNION SELECT host_id FROM waves) p"
+		" LEFT JOIN hosts h ON h.host_id = p.host_id"
+		" LEFT JOIN waves w ON w.host_id = p.host_id"
+		" WHERE (?2 IS NULL OR COALESCE(h.status, 'NEVER_SEEN') = ?2)"
+		" AND (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3)"
+		" ORDER BY p.host_id",
 	[STORE_HOST] =
 		"SELECT h.host_id, COALESCE(w.wave, h.wave) AS wave, h.site, h.status, h.status_since,"
 		" h.evidence, h.first_seen, h.last_seen, h.agent_version, h.platform, h.domain, h.role,"
@@ -1205,6 +1209,21 @@ static const char *const views[] = {
 		" FROM events WHERE host_id = ?1 ORDER BY seq DESC LIMIT 20) ORDER BY seq",
 	[STORE_HOST_HISTORY] =
 		"SELECT at, status, evidence FROM status_history WHERE host_id = ?1 ORDER BY rowid",
+	/* Detection: the first AFFECTED or NEEDS_SP_REINSTALL at or after the
+	 * promotion; repair: the first REPAIRED after that. */
+	[STORE_REPORT] =
+		"WITH p AS (SELECT host_id FROM hosts UNION SELECT host_id FROM waves),"
+		" d AS (SELECT p.host_id, (SELECT MIN(s.at) FROM status_history s"
+		"  WHERE s.host_id = p.host_id AND s.status IN ('AFFECTED', 'NEEDS_SP_REINSTALL')"
+		"  AND s.at >= COALESCE(h.promoted_at, 0)) AS detected_at"
+		"  FROM p LEFT JOIN hosts h ON h.host_id = p.host_id)"
+		" SELECT p.host_id, COALESCE(w.wave, h.wave) AS wave, w.planned_date, h.site,"
+		" h.status, h.last_seen, h.promoted_at, d.detected_at,"
+		" (SELECT MIN(s.at) FROM status_history s WHERE s.host_id = p.host_id"
+		"  AND s.status = 'REPAIRED' AND s.at >= d.detected_at) AS repaired_at, h.evidence"
+		" FROM p LEFT JOIN hosts h ON h.host_id = p.host_id"
+		" LEFT JOIN waves w ON w.host_id = p.host_id JOIN d ON d.host_id = p.host_id"
+		" WHERE (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3) ORDER BY p.host_id",
 	[STORE_HOST_COMMANDS] =
 		"SELECT c.command_id, c.action, c.issuer, c.state, c.state_since, c.issued_at,"
 		" r.status AS result, r.reason, r.steps FROM commands c"
@@ -1337,4 +1356,41 @@ int store_enqueue_command(struct store *st, const char *command_id, const char *
 		return UV_EIO;
 	}
 	return 0;
+}
+
+int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
+		       size_t errlen)
+{
+	char why[512];
+	sqlite3_stmt *s = NULL;
+	if (exec(st->rdb, "BEGIN IMMEDIATE", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", st->path, why);
+		return UV_EIO;
+	}
+	int rc = exec(st->rdb, "DELETE FROM waves", why, sizeof(why));
+	if (rc == 0 && sqlite3_prepare_v2(st->rdb,
+					  "INSERT INTO waves (host_id, wave, planned_date)"
+					  " VALUES (?1, ?2, NULLIF(?3, ''))",
+					  -1, &s, NULL) != SQLITE_OK) {
+		snprintf(why, sizeof(why), "%s", sqlite3_errmsg(st->rdb));
+		rc = -1;
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		sqlite3_bind_text(s, 1, plan[i].host_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, plan[i].wave, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, plan[i].planned_date ? plan[i].planned_date : "", -1,
+				  SQLITE_STATIC);
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			snprintf(why, sizeof(why), "%s: %s", plan[i].host_id, sqlite3_errmsg(st->rdb));
+			rc = -1;
+		}
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	if (rc == 0 && exec(st->rdb, "COMMIT", why, sizeof(why)) == 0)
+		return 0;
+	char ignored[64];
+	exec(st->rdb, "ROLLBACK", ignored, sizeof(ignored));
+	snprintf(err, errlen, "%s: the plan was not imported (nothing changed): %s", st->path, why);
+	return UV_EIO;
 }

@@ -5,6 +5,9 @@
 #ifndef _WIN32
 #include <sys/resource.h>
 #endif
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,5 +275,12 @@ uint64_t util_raise_nofile(uint64_t *soft_before, uint64_t *hard)
 #else
 	*soft_before = *hard = 0;
 	return 0;
+#endif
+}
+
+void util_trim_memory(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
 #endif
 }

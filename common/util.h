@@ -40,6 +40,10 @@ int util_split_hostport(const char *s, char *host, size_t host_len, char *port,
  * a closed socket return EPIPE instead of raising SIGPIPE. */
 void util_ignore_sigpipe(void);
 
+/* Gives freed heap memory back to the system where the C library allows it
+ * (glibc keeps it otherwise): after a burst, an idle agent shrinks again. */
+void util_trim_memory(void);
+
 /* Raises the soft limit on open files to the hard limit (each agent session
  * is a socket); *soft_before and *hard receive the limits (0 where there is
  * no such limit). Returns the soft limit now in force. */
