@@ -289,7 +289,7 @@ static void restart_tick(struct commands *cmds)
 			/* Stopping a stopped service is fine; anything else stops the plan. */
 			if (r.win32_error && !(plan->stopping && r.win32_error == WIN32_SERVICE_NOT_ACTIVE)) {
 				add_step(plan, plan->stopping ? "stop" : "start", name, 0, r.win32_error,
-					 r.message[0] ? r.message : probe_win32_text(r.win32_error));
+					 r.message[0] ? r.message : winerr_text(r.win32_error));
 				break;
 			}
 		}
@@ -300,12 +300,12 @@ static void restart_tick(struct commands *cmds)
 			add_step(plan, plan->stopping ? "stop" : "start", name, 1, 0,
 				 plan->stopping ? "stopped" : "running");
 		} else if (!plan->stopping && state == EXFLEET__SERVICE_STATE__SERVICE_STOPPED) {
-			add_step(plan, "start", name, 0, exit_code, probe_win32_text(exit_code));
+			add_step(plan, "start", name, 0, exit_code, winerr_text(exit_code));
 			break;
 		} else if (util_now_ms() > plan->deadline_ms) {
 			add_step(plan, plan->stopping ? "stop" : "start", name, 0,
 				 WIN32_SERVICE_REQUEST_TIMEOUT,
-				 probe_win32_text(WIN32_SERVICE_REQUEST_TIMEOUT));
+				 winerr_text(WIN32_SERVICE_REQUEST_TIMEOUT));
 			break;
 		} else {
 			return; /* poll again */
@@ -376,7 +376,7 @@ static void restart_start(struct commands *cmds, const Exfleet__CommandBody *bod
 	for (size_t i = 0; !problem && i < rs->n_services; i++)
 		if (!find_service(snap, rs->services[i])) {
 			add_step(plan, "restart", rs->services[i], 0, WIN32_SERVICE_DOES_NOT_EXIST,
-				 probe_win32_text(WIN32_SERVICE_DOES_NOT_EXIST));
+				 winerr_text(WIN32_SERVICE_DOES_NOT_EXIST));
 			problem = "unknown service";
 		}
 	if (!problem && rs->n_services == 0)

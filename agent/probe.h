@@ -19,37 +19,14 @@
 #include <uv.h>
 
 #include "exfleet.pb-c.h"
-
-/* Win32 error codes the agent and the simulator use by name. */
-#define WIN32_OK 0
-#define WIN32_FILE_NOT_FOUND 2
-#define WIN32_ACCESS_DENIED 5
-#define WIN32_NOT_ENOUGH_MEMORY 8
-#define WIN32_INVALID_DATA 13
-#define WIN32_DEPENDENT_SERVICES_RUNNING 1051
-#define WIN32_SERVICE_REQUEST_TIMEOUT 1053
-#define WIN32_SERVICE_ALREADY_RUNNING 1056
-#define WIN32_SERVICE_DISABLED 1058
-#define WIN32_SERVICE_DOES_NOT_EXIST 1060
-#define WIN32_SERVICE_NOT_ACTIVE 1062
-#define WIN32_SERVICE_DEPENDENCY_FAIL 1068
-#define WIN32_SERVICE_LOGON_FAILED 1069
-#define WIN32_NO_SUCH_PRIVILEGE 1313
-#define WIN32_PRIVILEGE_NOT_HELD 1314
-#define WIN32_LOGON_FAILURE 1326
-#define WIN32_NONE_MAPPED 1332
-#define WIN32_LOGON_TYPE_NOT_GRANTED 1385
-
-/* The text Windows gives for a Win32 error code (FormatMessage wording), or
- * "Win32 error N" for codes it does not know. */
-const char *probe_win32_text(uint32_t code);
+#include "winerr.h"
 
 struct probe_result {
 	uint32_t win32_error;
 	char message[256];     /* the error's text, or what was observed */
 };
 
-/* Fills r with code and its text (probe_win32_text), or a formatted detail. */
+/* Fills r with code and its text (winerr_text), or a formatted detail. */
 void probe_result_set(struct probe_result *r, uint32_t code, const char *fmt, ...);
 
 struct probe_settings {

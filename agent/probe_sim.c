@@ -336,7 +336,7 @@ static int run_action(struct probe *p, struct action *a, const char *subject,
 		return rc;
 	}
 	if (a->code)
-		probe_result_set(r, a->code, "%s: %s", subject, probe_win32_text(a->code));
+		probe_result_set(r, a->code, "%s: %s", subject, winerr_text(a->code));
 	else
 		probe_result_set(r, 0, NULL);
 	return 0;
@@ -349,7 +349,7 @@ static int sim_set_service_credentials(struct probe *p, const char *service, con
 			   .password = password};
 	int rc = run_action(p, &a, service, r);
 	if (rc == 0 && a.code == WIN32_NONE_MAPPED)
-		probe_result_set(r, a.code, "%s: %s", account, probe_win32_text(a.code));
+		probe_result_set(r, a.code, "%s: %s", account, winerr_text(a.code));
 	return rc;
 }
 
@@ -359,7 +359,7 @@ static int sim_grant_right(struct probe *p, const char *account, const char *rig
 	struct action a = {.op = ACT_GRANT_RIGHT, .account = account, .right = right};
 	int rc = run_action(p, &a, account, r);
 	if (rc == 0 && a.code == WIN32_NO_SUCH_PRIVILEGE)
-		probe_result_set(r, a.code, "%s: %s", right, probe_win32_text(a.code));
+		probe_result_set(r, a.code, "%s: %s", right, winerr_text(a.code));
 	return rc;
 }
 

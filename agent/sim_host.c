@@ -1564,7 +1564,7 @@ static uint32_t start_one(struct sim_host *h, size_t i, uint32_t *tried)
 		log_scm(h, 7001, strings, 3,
 			"The %s service depends on the %s service which failed to start because of "
 			"the following error: %s",
-			s->display_name, dep, probe_win32_text(rc));
+			s->display_name, dep, winerr_text(rc));
 		service_stopped(s, WIN32_SERVICE_DEPENDENCY_FAIL);
 		return WIN32_SERVICE_DEPENDENCY_FAIL;
 	}
@@ -1584,12 +1584,12 @@ static uint32_t start_one(struct sim_host *h, size_t i, uint32_t *tried)
 			log_scm(h, 7038, s7038, 3,
 				"The %s service was unable to log on as %s with the currently "
 				"configured password due to the following error: %s",
-				s->name, s->logon_account, probe_win32_text(logon));
+				s->name, s->logon_account, winerr_text(logon));
 			snprintf(code, sizeof(code), "%%%%%u", WIN32_SERVICE_LOGON_FAILED);
 			const char *s7000[] = {s->display_name, code};
 			log_scm(h, 7000, s7000, 2,
 				"The %s service failed to start due to the following error: %s",
-				s->display_name, probe_win32_text(WIN32_SERVICE_LOGON_FAILED));
+				s->display_name, winerr_text(WIN32_SERVICE_LOGON_FAILED));
 			service_stopped(s, WIN32_SERVICE_LOGON_FAILED);
 			return WIN32_SERVICE_LOGON_FAILED;
 		}
@@ -1600,7 +1600,7 @@ static uint32_t start_one(struct sim_host *h, size_t i, uint32_t *tried)
 			const char *s7023[] = {s->display_name, code};
 			log_scm(h, 7023, s7023, 2,
 				"The %s service terminated with the following error: %s",
-				s->display_name, probe_win32_text(WIN32_PRIVILEGE_NOT_HELD));
+				s->display_name, winerr_text(WIN32_PRIVILEGE_NOT_HELD));
 			service_stopped(s, WIN32_PRIVILEGE_NOT_HELD);
 			return WIN32_PRIVILEGE_NOT_HELD;
 		}

@@ -1,7 +1,6 @@
 /* Commands on the agent, through the real spool and the simulated host:
  * what runs, what is refused and why, the dependency order of a restart,
  * and the replay cache surviving a restart of the agent. */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,20 +10,16 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <ftw.h>
 
 #include "collect.h"
 #include "command.h"
 #include "log.h"
 #include "sim_host.h"
 #include "util.h"
+#include "testutil.h"
 
 static char dir[512], host_file[600], spool_dir[600];
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
 
 struct world {
 	uv_loop_t loop;
@@ -156,12 +151,8 @@ static void expect_result(struct world *w, const char *id, Exfleet__CommandStatu
 
 static int setup(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
 	char err[512];
-	if (base)
-		util_mkdir_p(base, 0700, err, sizeof(err));
-	snprintf(dir, sizeof(dir), "%s/command-XXXXXX", base ? base : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(test_tmpdir("test_command", dir, sizeof(dir)), 0);
 	snprintf(host_file, sizeof(host_file), "%s/EXCH001.json", dir);
 	snprintf(spool_dir, sizeof(spool_dir), "%s/spool", dir);
 	struct sim_fleet_opts o = {.seed = 3, .domain = "CORP", .local_account_share = 0,
@@ -175,7 +166,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	return nftw(dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(dir);
+	return 0;
 }
 
 static void test_refusals_and_rescan(void **state)

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "testutil.h"
 #include "util.h"
 
 enum backend { BACKEND_SIM, BACKEND_WIN32 };
@@ -70,47 +71,14 @@ static char tmp_dir[1024];
 /* A directory for the files these tests create, removed with them at the end. */
 static int make_tmp_dir(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
-	char err[256], template[1024];
-	uv_fs_t req;
-	if (!base || !*base)
-		base = "/tmp";
-	if (util_mkdir_p(base, 0700, err, sizeof(err)) < 0)
-		return -1;
-	snprintf(template, sizeof(template), "%s/test_config-XXXXXX", base);
-	int rc = uv_fs_mkdtemp(NULL, &req, template, NULL);
-	if (rc == 0)
-		snprintf(tmp_dir, sizeof(tmp_dir), "%s", req.path);
-	uv_fs_req_cleanup(&req);
-	return rc;
+	return test_tmpdir("test_config", tmp_dir, sizeof(tmp_dir));
 }
 
-static void remove_tree(const char *path)
-{
-	uv_fs_t req;
-	uv_dirent_t entry;
-	if (uv_fs_scandir(NULL, &req, path, 0, NULL) >= 0) {
-		while (uv_fs_scandir_next(&req, &entry) != UV_EOF) {
-			char child[2048];
-			snprintf(child, sizeof(child), "%s/%s", path, entry.name);
-			if (entry.type == UV_DIRENT_DIR) {
-				remove_tree(child);
-			} else {
-				uv_fs_t unlink_req;
-				uv_fs_unlink(NULL, &unlink_req, child, NULL);
-				uv_fs_req_cleanup(&unlink_req);
-			}
-		}
-	}
-	uv_fs_req_cleanup(&req);
-	uv_fs_rmdir(NULL, &req, path, NULL);
-	uv_fs_req_cleanup(&req);
-}
 
 static int remove_tmp_dir(void **state)
 {
 	if (tmp_dir[0])
-		remove_tree(tmp_dir);
+		test_rmtree(tmp_dir);
 	return 0;
 }
 

@@ -1,7 +1,5 @@
 /* The deployment CA: certificates that chain, carry the right identity and
  * usage, expire, get revoked, and the refusals that protect the directory. */
-/* nftw() for removing the temporary directory is an X/Open interface. */
-#define _XOPEN_SOURCE 700
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +9,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +22,7 @@
 #include <uv.h>
 
 #include "pki.h"
+#include "testutil.h"
 
 struct fixture {
 	char root[2048]; /* removed afterwards */
@@ -35,16 +33,9 @@ struct fixture {
 static int fixture_setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	const char *base = getenv("EXFLEET_TEST_TMP");
 	if (!f)
 		return -1;
-	if (base && *base) {
-		mkdir(base, 0700);
-		snprintf(f->root, sizeof(f->root), "%s/pki.XXXXXX", base);
-	} else {
-		snprintf(f->root, sizeof(f->root), "/tmp/exfleet-test-pki.XXXXXX");
-	}
-	if (!mkdtemp(f->root)) {
+	if (test_tmpdir("test_pki", f->root, sizeof(f->root)) < 0) {
 		free(f);
 		return -1;
 	}
@@ -53,20 +44,12 @@ static int fixture_setup(void **state)
 	return 0;
 }
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int fixture_teardown(void **state)
 {
 	struct fixture *f = *state;
-	int rc = nftw(f->root, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(f->root);
 	free(f);
-	return rc;
+	return 0;
 }
 
 static X509 *load_cert(const char *path)

@@ -3,7 +3,6 @@
  * another host, garbage after the handshake, an agent that does not read,
  * a second session for the same host) costs only its own session, while a
  * well-behaved agent beside them keeps being welcomed and acknowledged. */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,32 +12,34 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <ftw.h>
 
 #include "collector.h"
 #include "pki.h"
 #include "util.h"
 #include "wire.h"
+#include "testutil.h"
 
 static char dir[512], pki_dir[600], db_path[600];
 static FILE *log_file;
 
-/* The collector's log must name what happened, with the peer. */
-static void expect_logged(const char *needle)
+static int logged(const char *needle)
 {
 	fflush(log_file);
 	rewind(log_file);
 	char line[1024];
 	while (fgets(line, sizeof(line), log_file))
 		if (strstr(line, needle))
-			return;
-	fail_msg("not in the collector's log: %s", needle);
+			return 1;
+	return 0;
 }
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* The collector's log must name what happened, with the peer. */
+static void expect_logged(const char *needle)
 {
-	return remove(path);
+	if (!logged(needle))
+		fail_msg("not in the collector's log: %s", needle);
 }
+
 
 /* ---- a scripted agent ---- */
 
@@ -239,12 +240,8 @@ static void welcome_and_ack(struct world *w, struct client *good, uint64_t seq)
 
 static int setup(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
 	char err[512];
-	if (base)
-		util_mkdir_p(base, 0700, err, sizeof(err));
-	snprintf(dir, sizeof(dir), "%s/server-XXXXXX", base ? base : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(test_tmpdir("test_server", dir, sizeof(dir)), 0);
 	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
 	snprintf(db_path, sizeof(db_path), "%s/collector.db", dir);
 	assert_int_equal(pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)), 0);
@@ -262,7 +259,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	return nftw(dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(dir);
+	return 0;
 }
 
 static void test_bad_agents_cost_only_their_session(void **state)
@@ -337,7 +335,11 @@ static void test_bad_agents_cost_only_their_session(void **state)
 	}
 	assert_true(bad.closed);
 	assert_false(good.closed);
-	expect_logged("closed: agent has not read its replies for");
+	/* Dropped by the sweep after a heartbeat interval, or at once when one
+	 * read's worth of requests queued more replies than write_queue_max. */
+	if (!logged("closed: agent has not read its replies for") &&
+	    !logged("closed: peer is not reading: "))
+		fail_msg("the collector did not say the agent was not reading");
 	welcome_and_ack(&w, &good, 17);
 
 	/* 5. An operator's certificate is not an agent's. */

@@ -2,8 +2,6 @@
  * reboots and client logons do (KB Q255269), the repair actions' Windows
  * error codes, the event cursor, bad files, the file watch, generated
  * fleets and exfleet-sim itself. */
-/* nftw() for removing the temporary directory is an X/Open interface. */
-#define _XOPEN_SOURCE 700
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,7 +11,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +24,7 @@
 #include "probe.h"
 #include "sim_host.h"
 #include "util.h"
+#include "testutil.h"
 
 #define PASSWORD "Exch55-service!"
 
@@ -39,16 +37,9 @@ struct fixture {
 static int fixture_setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	const char *base = getenv("EXFLEET_TEST_TMP");
 	if (!f)
 		return -1;
-	if (base && *base) {
-		mkdir(base, 0700);
-		snprintf(f->root, sizeof(f->root), "%s/sim.XXXXXX", base);
-	} else {
-		snprintf(f->root, sizeof(f->root), "/tmp/exfleet-test-sim.XXXXXX");
-	}
-	if (!mkdtemp(f->root)) {
+	if (test_tmpdir("test_sim", f->root, sizeof(f->root)) < 0) {
 		free(f);
 		return -1;
 	}
@@ -57,20 +48,12 @@ static int fixture_setup(void **state)
 	return 0;
 }
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int fixture_teardown(void **state)
 {
 	struct fixture *f = *state;
-	int rc = nftw(f->root, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(f->root);
 	free(f);
-	return rc;
+	return 0;
 }
 
 /* ---- building hosts ---- */

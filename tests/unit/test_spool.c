@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "spool.h"
+#include "testutil.h"
 #include "util.h"
 
 #define SEG_NAME_LEN 28
@@ -23,47 +24,14 @@ static int dir_counter;
 
 static int make_tmp_root(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
-	char err[256], template[1024];
-	uv_fs_t req;
-	if (!base || !*base)
-		base = "/tmp";
-	if (util_mkdir_p(base, 0700, err, sizeof(err)) < 0)
-		return -1;
-	snprintf(template, sizeof(template), "%s/test_spool-XXXXXX", base);
-	int rc = uv_fs_mkdtemp(NULL, &req, template, NULL);
-	if (rc == 0)
-		snprintf(tmp_root, sizeof(tmp_root), "%s", req.path);
-	uv_fs_req_cleanup(&req);
-	return rc;
+	return test_tmpdir("test_spool", tmp_root, sizeof(tmp_root));
 }
 
-static void remove_tree(const char *path)
-{
-	uv_fs_t req;
-	uv_dirent_t entry;
-	if (uv_fs_scandir(NULL, &req, path, 0, NULL) >= 0) {
-		while (uv_fs_scandir_next(&req, &entry) != UV_EOF) {
-			char child[2048];
-			snprintf(child, sizeof(child), "%s/%s", path, entry.name);
-			if (entry.type == UV_DIRENT_DIR) {
-				remove_tree(child);
-			} else {
-				uv_fs_t unlink_req;
-				uv_fs_unlink(NULL, &unlink_req, child, NULL);
-				uv_fs_req_cleanup(&unlink_req);
-			}
-		}
-	}
-	uv_fs_req_cleanup(&req);
-	uv_fs_rmdir(NULL, &req, path, NULL);
-	uv_fs_req_cleanup(&req);
-}
 
 static int remove_tmp_root(void **state)
 {
 	if (tmp_root[0])
-		remove_tree(tmp_root);
+		test_rmtree(tmp_root);
 	return 0;
 }
 
@@ -844,7 +812,7 @@ static void test_memory_is_per_segment(void **state)
 	assert_true(spool_segments(sp) <= SPOOL_DEFAULT_MAX_BYTES / SPOOL_DEFAULT_SEGMENT_BYTES + 2);
 	assert_int_equal(collect(sp, N - 1000, NULL, 0, 300), 1000);
 	spool_close(sp);
-	remove_tree(dir);
+	test_rmtree(dir);
 }
 
 /* CRC-32C, bit by bit: independent of the module's table-driven one. */

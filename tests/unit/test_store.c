@@ -1,7 +1,6 @@
 /* The store: records committed in batches, callbacks after commit in order,
  * duplicates (same host and sequence) stored once, the current snapshot only
  * replaced by a newer one, and everything there again after reopening. */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,35 +10,27 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <ftw.h>
 #include <sqlite3.h>
 
 #include "log.h"
 #include "store.h"
 #include "util.h"
+#include "testutil.h"
 
 static char dir[512], db_path[600];
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
 
 static int setup(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
-	char err[256];
-	if (base)
-		util_mkdir_p(base, 0700, err, sizeof(err));
-	snprintf(dir, sizeof(dir), "%s/store-XXXXXX", base ? base : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(test_tmpdir("test_store", dir, sizeof(dir)), 0);
 	snprintf(db_path, sizeof(db_path), "%s/collector.db", dir);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	return nftw(dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(dir);
+	return 0;
 }
 
 /* ---- building messages ---- */

@@ -1,7 +1,6 @@
 /* TLS transport on a real loop over loopback, with certificates from our own
  * PKI: the mutual handshake, every way a peer is refused, a plaintext or
  * HTTP client that harms nobody else, frame limits, and write backpressure. */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -18,6 +16,7 @@
 #include "pki.h"
 #include "tls.h"
 #include "util.h"
+#include "testutil.h"
 
 static char top_dir[512], pki_dir[512], other_dir[512];
 
@@ -219,16 +218,10 @@ static void issue(const char *dir, enum pki_role role, const char *name, int64_t
 
 static int setup_pki(void **state)
 {
-	const char *base = getenv("EXFLEET_TEST_TMP");
-	char tmpl[512];
-	snprintf(tmpl, sizeof(tmpl), "%s/tls-XXXXXX", base ? base : "/tmp");
 	char err[512];
-	if (base)
-		util_mkdir_p(base, 0700, err, sizeof(err));
-	assert_non_null(mkdtemp(tmpl));
-	snprintf(top_dir, sizeof(top_dir), "%s", tmpl);
-	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", tmpl);
-	snprintf(other_dir, sizeof(other_dir), "%s/other", tmpl);
+	assert_int_equal(test_tmpdir("test_tls", top_dir, sizeof(top_dir)), 0);
+	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", top_dir);
+	snprintf(other_dir, sizeof(other_dir), "%s/other", top_dir);
 	if (pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	if (pki_init(other_dir, PKI_ALGO_ED25519, 0, err, sizeof(err)) < 0)
@@ -245,14 +238,11 @@ static int setup_pki(void **state)
 	return 0;
 }
 
-static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
 
 static int teardown_pki(void **state)
 {
-	return nftw(top_dir, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(top_dir);
+	return 0;
 }
 
 static SSL_CTX *collector_ctx(void)
