@@ -3,6 +3,7 @@
 #include "report.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,8 @@
 #define DUR_LEN 32
 #define CELL_LEN 64
 
-/* Worst first: the order of the attention list. */
+/* Worst first: the order of the attention list; HEALTHY and REPAIRED hosts
+ * are in it only when offline. */
 static const int attention_rank[REPORT_N_STATES] = {
 	[HOST_AFFECTED] = 0, [HOST_NEEDS_SP_REINSTALL] = 1, [HOST_AT_RISK] = 2,
 	[HOST_DEGRADED] = 3, [HOST_REPAIRING] = 4,          [REPORT_NEVER_SEEN] = 5,
@@ -100,9 +102,9 @@ static char *clean_dup(const char *s)
 	if (!out)
 		return NULL;
 	for (size_t i = 0; i < n;) {
-		uint32_t cp;
+		uint32_t cp = 0;
 		size_t len = utf8_next(in + i, n - i, &cp);
-		if (cp == '\t' || cp == '\n' || cp == '\r') {
+		if (len && (cp == '\t' || cp == '\n' || cp == '\r')) {
 			out[o++] = ' ';
 		} else if (len == 0 || cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) {
 			memcpy(out + o, "\xEF\xBF\xBD", 3);
@@ -272,12 +274,8 @@ static int needs_attention(const struct item *it)
 static int attention_cmp(const void *pa, const void *pb)
 {
 	const struct report_attention *a = pa, *b = pb;
-	int ra = attention_rank[a->state] + (a->state != REPORT_NEVER_SEEN &&
-					     attention_rank[a->state] == 6);
-	int rb = attention_rank[b->state] + (b->state != REPORT_NEVER_SEEN &&
-					     attention_rank[b->state] == 6);
-	if (ra != rb)
-		return ra - rb;
+	if (attention_rank[a->state] != attention_rank[b->state])
+		return attention_rank[a->state] - attention_rank[b->state];
 	return natural_cmp(a->host_id, b->host_id);
 }
 
@@ -367,6 +365,8 @@ int report_build(const struct report_host *hosts, size_t n, const char *only_wav
 	*out = NULL;
 	if (err && errlen)
 		err[0] = '\0';
+	if (n > SIZE_MAX / sizeof(int64_t))
+		goto out;
 	detect.ms = malloc((n ? n : 1) * sizeof(int64_t));
 	repair.ms = malloc((n ? n : 1) * sizeof(int64_t));
 	all_detect.ms = malloc((n ? n : 1) * sizeof(int64_t));
@@ -559,10 +559,16 @@ static const char *const state_help[REPORT_N_STATES] = {
 	"Connectivity, not health: the host was seen but has been silent for three "     \
 	"heartbeat intervals; its status is the last one known."
 #define DONE_HELP "Done: promoted, and HEALTHY or REPAIRED."
-#define DURATION_HELP                                                                    \
-	"Detected: time from the promotion to the first AFFECTED or NEEDS_SP_REINSTALL; "  \
-	"repaired: from then to the first REPAIRED. Median and 90th percentile by nearest " \
-	"rank over the hosts that have both times."
+#define TABLE_DURATION_HELP                                                               \
+	"DETECTED: hosts with a time from promotion to the first AFFECTED or\n"           \
+	"NEEDS_SP_REINSTALL, then its median and 90th percentile. REPAIRED: the same\n"   \
+	"from that detection to the first REPAIRED. Percentiles by nearest rank; - when\n" \
+	"no host has both times.\n"
+#define HTML_DURATION_HELP                                                                \
+	"Promotion to detection: from the promotion to the first AFFECTED or "            \
+	"NEEDS_SP_REINSTALL. Detection to repair: from then to the first REPAIRED. Both "  \
+	"over the hosts that have the two times, median and 90th percentile by nearest "   \
+	"rank; a dash when no host has them."
 
 /* ---- table ---- */
 
@@ -633,7 +639,10 @@ static int table_progress_row(struct text_table *t, const struct report_wave *w)
 	snprintf(hosts, sizeof(hosts), "%zu", w->hosts);
 	snprintf(promoted, sizeof(promoted), "%zu", w->promoted);
 	fmt_percent(w, pct, sizeof(pct));
-	snprintf(done, sizeof(done), "%zu (%s)", w->done, pct);
+	if (w->hosts)
+		snprintf(done, sizeof(done), "%zu (%s)", w->done, pct);
+	else
+		snprintf(done, sizeof(done), "0");
 	snprintf(dn, sizeof(dn), "%zu", w->detect.hosts);
 	fmt_median(&w->detect, dmed, sizeof(dmed));
 	fmt_p90(&w->detect, dp90, sizeof(dp90));
@@ -693,12 +702,11 @@ static int write_table(const struct report *r, FILE *out)
 		goto out;
 
 	util_format_time(r->generated_at_ms, when, sizeof(when));
-	fprintf(out, "exfleet wave report, %s%s%s, generated %s\n\n",
-		r->only_wave ? "wave " : "all waves", r->only_wave ? r->only_wave : "",
-		"", when);
+	fprintf(out, "exfleet wave report, %s%s, generated %s\n\n",
+		r->only_wave ? "wave " : "all waves", r->only_wave ? r->only_wave : "", when);
 	fputs("Progress\n", out);
 	tt_print(&progress, out);
-	fputs("\n" DONE_HELP "\n" DURATION_HELP "\n\n", out);
+	fputs("\n" DONE_HELP "\n" TABLE_DURATION_HELP "\n", out);
 	fputs("Hosts by status\n", out);
 	tt_print(&states, out);
 
@@ -798,7 +806,8 @@ static json_t *json_duration(const struct report_duration *d)
 			 d->hosts ? json_integer(d->p90_ms / 1000) : json_null());
 }
 
-static json_t *json_wave(const struct report_wave *w, int with_attention)
+/* The fleet's total is no wave: "wave" is null there, and it has no list. */
+static json_t *json_wave(const struct report_wave *w, int total)
 {
 	json_t *states = json_object(), *o = NULL, *list = NULL;
 
@@ -808,7 +817,7 @@ static json_t *json_wave(const struct report_wave *w, int with_attention)
 		if (json_object_set_new(states, state_name(s), json_integer((json_int_t)w->states[s])))
 			goto fail;
 	o = json_pack("{s:o, s:s, s:o, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o, s:o}",
-		      "wave", w->no_wave ? json_null() : json_string(w->name),
+		      "wave", w->no_wave || total ? json_null() : json_string(w->name),
 		      "label", w->name,
 		      "planned_first", json_text_or_null(w->planned_first),
 		      "planned_last", json_text_or_null(w->planned_last),
@@ -822,7 +831,7 @@ static json_t *json_wave(const struct report_wave *w, int with_attention)
 		      "promotion_to_detection", json_duration(&w->detect),
 		      "detection_to_repair", json_duration(&w->repair));
 	states = NULL;
-	if (!o || !with_attention)
+	if (!o || total)
 		return o;
 	list = json_array();
 	if (!list || json_object_set_new(o, "attention", list))
@@ -830,20 +839,19 @@ static json_t *json_wave(const struct report_wave *w, int with_attention)
 	for (size_t i = 0; i < w->n_attention; i++) {
 		const struct report_attention *a = &w->attention[i];
 		json_t *ev = json_array();
-		for (size_t e = 0; ev && e < a->n_evidence; e++)
-			if (json_array_append_new(ev, json_string(a->evidence[e])))
-				goto fail_ev;
+		for (size_t e = 0; e < a->n_evidence; e++) {
+			if (json_array_append_new(ev, json_string(a->evidence[e]))) {
+				json_decref(ev);
+				goto fail;
+			}
+		}
 		json_t *h = json_pack("{s:s, s:o, s:s, s:s, s:o}", "host_id", a->host_id, "site",
 				      json_text_or_null(a->site), "status", state_name(a->state),
 				      "connectivity",
 				      connectivity_name((enum connectivity)a->connectivity),
 				      "evidence", ev);
-		if (!h || json_array_append_new(list, h))
+		if (json_array_append_new(list, h))
 			goto fail;
-		continue;
-fail_ev:
-		json_decref(ev);
-		goto fail;
 	}
 	return o;
 fail:
@@ -861,13 +869,13 @@ static int write_json(const struct report *r, FILE *out)
 	if (!waves)
 		goto out;
 	for (size_t i = 0; i < r->n_waves; i++)
-		if (json_array_append_new(waves, json_wave(&r->waves[i], 1)))
+		if (json_array_append_new(waves, json_wave(&r->waves[i], 0)))
 			goto out;
 	util_format_time(r->generated_at_ms, when, sizeof(when));
 	root = json_pack("{s:s, s:I, s:o, s:s, s:O, s:o}", "generated_at", when,
 			 "generated_at_ms", (json_int_t)r->generated_at_ms, "wave_filter",
 			 json_text_or_null(r->only_wave), "percentile", "nearest-rank", "waves",
-			 waves, "total", json_wave(&r->total, 0));
+			 waves, "total", json_wave(&r->total, 1));
 	if (!root)
 		goto out;
 	/* Four digits show percent_done's tenths exactly (100.0). */
@@ -902,9 +910,10 @@ static const struct state_style styles[REPORT_N_STATES] = {
 	[REPORT_NEVER_SEEN] = {"never-seen", "#757575", "#ffffff"},
 };
 
-static void html_text(FILE *out, const char *s)
+/* Writes at most len bytes of s, escaped for HTML text and attributes. */
+static void html_textn(FILE *out, const char *s, size_t len)
 {
-	for (; *s; s++) {
+	for (; *s && len; s++, len--) {
 		switch (*s) {
 		case '&':
 			fputs("&amp;", out);
@@ -927,6 +936,32 @@ static void html_text(FILE *out, const char *s)
 	}
 }
 
+static void html_text(FILE *out, const char *s)
+{
+	html_textn(out, s, SIZE_MAX);
+}
+
+/* About 20 characters fit left of the bars; the tables give whole names. */
+#define LABEL_MAX 20
+
+static void svg_label(FILE *out, const char *name)
+{
+	size_t chars = 0, cut = 0;
+	for (size_t i = 0; name[i]; i++) {
+		if (((unsigned char)name[i] & 0xC0) == 0x80)
+			continue;
+		if (chars == LABEL_MAX - 1)
+			cut = i;
+		chars++;
+	}
+	if (chars <= LABEL_MAX) {
+		html_text(out, name);
+		return;
+	}
+	html_textn(out, name, cut);
+	fputs("\xE2\x80\xA6", out); /* an ellipsis */
+}
+
 static const char html_head[] =
 	"<!DOCTYPE html>\n"
 	"<html lang=\"en\">\n"
@@ -946,10 +981,10 @@ static const char html_style[] =
 	"table { border-collapse: collapse; margin: 6px 0; }\n"
 	"th, td { border: 1px solid #d0d0d0; padding: 4px 8px; text-align: left; vertical-align: top; }\n"
 	"th { background: #f2f2f2; font-weight: 600; }\n"
-	"td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }\n"
+	"td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }\n"
+	"td.n, .nw { white-space: nowrap; }\n"
 	"tr.total td { font-weight: 600; background: #f7f7f7; }\n"
 	"td.z { color: #aaa; }\n"
-	".sw { display: inline-block; width: 10px; height: 10px; margin-right: 5px; border-radius: 2px; }\n"
 	".badge { display: inline-block; padding: 1px 6px; border-radius: 3px; font-size: 12px;\n"
 	"         font-weight: 600; white-space: nowrap; }\n"
 	".badge.offline { color: #1a1a1a; background: #fff; border: 1px solid #757575; }\n"
@@ -962,7 +997,8 @@ static const char html_style[] =
 	"svg text { font-family: \"Segoe UI\", Helvetica, Arial, sans-serif; }\n"
 	"footer { margin-top: 32px; color: #777; font-size: 12px; }\n"
 	"@media print {\n"
-	"  body { margin: 0; max-width: none; font-size: 10pt; }\n"
+	"  body { margin: 0; max-width: none; font-size: 9pt; }\n"
+	"  th, td { padding: 3px 4px; }\n"
 	"  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }\n"
 	"  h2, h3 { break-after: avoid; }\n"
 	"  tr, svg, dl.states div { break-inside: avoid; }\n"
@@ -972,8 +1008,8 @@ static void html_styles(FILE *out)
 {
 	fputs(html_style, out);
 	for (int s = 0; s < REPORT_N_STATES; s++)
-		fprintf(out, ".s-%s { background: %s; color: %s; }\n", styles[s].cls, styles[s].fill,
-			styles[s].ink);
+		fprintf(out, ".s-%s { background: %s; color: %s; }\n.b-%s { border-top: 4px solid %s; }\n",
+			styles[s].cls, styles[s].fill, styles[s].ink, styles[s].cls, styles[s].fill);
 	fputs("</style>\n", out);
 }
 
@@ -989,7 +1025,7 @@ static void svg_bar(FILE *out, const struct report_wave *w, int y, int bold)
 
 	fprintf(out, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" font-size=\"13\"%s>", BAR_X - 10,
 		y + 15, bold ? " font-weight=\"bold\"" : "");
-	html_text(out, bold ? "Fleet" : w->name);
+	svg_label(out, bold ? "Fleet" : w->name);
 	fputs("</text>\n", out);
 	if (!w->hosts)
 		fprintf(out, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#eeeeee\"/>\n",
@@ -1038,7 +1074,7 @@ static void html_chart(FILE *out, const struct report *r)
 		BAR_X, y - 4, BAR_X + BAR_W, y - 4);
 	svg_bar(out, &r->total, y, 1);
 	for (int s = 0; s < REPORT_N_STATES; s++) {
-		int lx = BAR_X + (s % 4) * 150, ly = legend_y + (s / 4) * 22;
+		int lx = BAR_X + (s % 4) * 180, ly = legend_y + (s / 4) * 22;
 		fprintf(out,
 			"<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/>"
 			"<text x=\"%d\" y=\"%d\" font-size=\"12\">%s</text>\n",
@@ -1052,11 +1088,38 @@ static void html_num(FILE *out, size_t n)
 	fprintf(out, "<td class=\"n%s\">%zu</td>", n ? "" : " z", n);
 }
 
+/* Dates hold hyphens, where a browser would break them in a narrow column;
+ * a range may break after its "..". */
+static void html_planned(FILE *out, const struct report_wave *w)
+{
+	if (!w->planned_first[0])
+		fputs("<td>-</td>", out);
+	else if (strcmp(w->planned_first, w->planned_last) == 0)
+		fprintf(out, "<td class=\"nw\">%s</td>", w->planned_first);
+	else
+		fprintf(out, "<td><span class=\"nw\">%s</span>..<wbr><span class=\"nw\">%s</span></td>",
+			w->planned_first, w->planned_last);
+}
+
+/* A status heading under a bar of its colour (a swatch beside it would
+ * widen a table that must fit a printed page); it may wrap after its
+ * underscores. */
+static void html_state_heading(FILE *out, int state)
+{
+	const char *name = state_name(state);
+	fprintf(out, "<th class=\"n b-%s\">", styles[state].cls);
+	for (; *name; name++) {
+		fputc(*name, out);
+		if (*name == '_')
+			fputs("<wbr>", out);
+	}
+	fputs("</th>", out);
+}
+
 static void html_progress_row(FILE *out, const struct report_wave *w, int total)
 {
-	char planned[32], pct[16], a[DUR_LEN], b[DUR_LEN], c[DUR_LEN], d[DUR_LEN];
+	char pct[16], a[DUR_LEN], b[DUR_LEN], c[DUR_LEN], d[DUR_LEN];
 
-	fmt_planned(w, planned, sizeof(planned));
 	fmt_percent(w, pct, sizeof(pct));
 	fmt_median(&w->detect, a, sizeof(a));
 	fmt_p90(&w->detect, b, sizeof(b));
@@ -1064,7 +1127,8 @@ static void html_progress_row(FILE *out, const struct report_wave *w, int total)
 	fmt_p90(&w->repair, d, sizeof(d));
 	fputs(total ? "<tr class=\"total\"><td>" : "<tr><td>", out);
 	html_text(out, total ? "Fleet" : w->name);
-	fprintf(out, "</td><td>%s</td>", planned);
+	fputs("</td>", out);
+	html_planned(out, w);
 	html_num(out, w->hosts);
 	html_num(out, w->promoted);
 	html_num(out, w->done);
@@ -1172,8 +1236,9 @@ static int write_html(const struct report *r, FILE *out)
 	} else {
 		fputs("all waves.", out);
 	}
-	fputs(" Services that stop with logon failures and POP3/IMAP clients refused after a "
-	      "server becomes a domain controller: Microsoft KB Q255269.</p>\n",
+	fputs(" It follows the failure of Microsoft KB Q255269: once a server running Exchange "
+	      "Server 5.5 is promoted to a domain controller, its Exchange services fail to log "
+	      "on and POP3/IMAP clients are refused.</p>\n",
 	      out);
 	fprintf(out,
 		"<p class=\"summary\"><strong>%zu of %zu host%s done (%s)</strong>; %zu promoted; "
@@ -1196,14 +1261,11 @@ static int write_html(const struct report *r, FILE *out)
 	for (size_t i = 0; i < r->n_waves; i++)
 		html_progress_row(out, &r->waves[i], 0);
 	html_progress_row(out, &r->total, 1);
-	fputs("</table>\n<p class=\"note\">" DONE_HELP " " DURATION_HELP
-	      " A dash: no host has both times.</p>\n",
-	      out);
+	fputs("</table>\n<p class=\"note\">" DONE_HELP " " HTML_DURATION_HELP "</p>\n", out);
 
 	fputs("<h2>Status counts</h2>\n<table>\n<tr><th>Wave</th>", out);
 	for (int s = 0; s < REPORT_N_STATES; s++)
-		fprintf(out, "<th class=\"n\"><span class=\"sw s-%s\"></span>%s</th>", styles[s].cls,
-			state_name(s));
+		html_state_heading(out, s);
 	fputs("<th class=\"n\">OFFLINE</th></tr>\n", out);
 	for (size_t i = 0; i < r->n_waves; i++)
 		html_states_row(out, &r->waves[i], 0);
@@ -1212,7 +1274,7 @@ static int write_html(const struct report *r, FILE *out)
 
 	html_attention(out, r);
 	html_help(out);
-	fputs("<footer>exfleet " "wave report. Times are UTC.</footer>\n</body>\n</html>\n", out);
+	fputs("<footer>exfleet wave report. Times are UTC.</footer>\n</body>\n</html>\n", out);
 	return 0;
 }
 

@@ -308,11 +308,14 @@ static void wait_unlink(struct server *srv, struct agent_conn *a)
 	srv->nwaiting--;
 }
 
-/* Starts waiting handshakes while there are free slots, oldest first. */
+/* Starts waiting handshakes while there are free slots, newest first: in a
+ * storm the oldest have waited longest and their agents are the likeliest to
+ * have given up already (they retry with backoff), so serving the newest
+ * turns slots into sessions rather than into dead handshakes. */
 static void admit(struct server *srv)
 {
-	while (srv->wait_head && srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
-		struct agent_conn *a = srv->wait_head;
+	while (srv->wait_tail && srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
+		struct agent_conn *a = srv->wait_tail;
 		wait_unlink(srv, a);
 		a->state = AGENT_HANDSHAKE;
 		srv->nhandshakes++;
@@ -371,9 +374,11 @@ static void sweep_cb(uv_timer_t *t)
 	int64_t silent = (int64_t)(SILENT_HEARTBEATS * srv->cfg->heartbeat_ms);
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
-		if (a->state == AGENT_WAITING && now - a->connected_ms > HELLO_TIMEOUT_MS)
-			tls_conn_close(&a->conn, LOG_DEBUG, "waited %d s for a handshake slot",
-				       HELLO_TIMEOUT_MS / 1000);
+		if (a->state == AGENT_WAITING &&
+		    now - a->connected_ms > (int64_t)srv->cfg->handshake_timeout_ms)
+			/* Its agent's own handshake deadline has passed. */
+			tls_conn_close(&a->conn, LOG_DEBUG, "waited %lld ms for a handshake slot",
+				       (long long)(now - a->connected_ms));
 		else if (a->state == AGENT_HELLO && now - a->last_rx_ms > HELLO_TIMEOUT_MS)
 			tls_conn_close(&a->conn, LOG_WARN, "no Hello within %d s",
 				       HELLO_TIMEOUT_MS / 1000);

@@ -93,6 +93,9 @@ int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *e
 		if (names)
 			SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"exfleet", 7);
+		/* Agents keep one long session and never resume: tickets would
+		 * cost a signature-sized message and CPU per handshake. */
+		SSL_CTX_set_num_tickets(ctx, 0);
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	}
@@ -311,8 +314,13 @@ static void conn_read_frames(struct tls_conn *c)
 			continue;
 		}
 		int err = SSL_get_error(c->ssl, rc);
-		if (err == SSL_ERROR_WANT_READ)
+		if (err == SSL_ERROR_WANT_READ) {
+			/* Idle sessions hold no frame buffer: thousands of them
+			 * would otherwise keep 16 KiB each. */
+			if (frame_reader_pending(&c->frames) == 0)
+				frame_reader_free(&c->frames);
 			break;
+		}
 		if (err == SSL_ERROR_ZERO_RETURN) {
 			size_t pending = frame_reader_pending(&c->frames);
 			if (pending)
@@ -548,9 +556,9 @@ static void connect_cb(uv_connect_t *req, int status)
 	conn_pump(c);
 }
 
-int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
-		     SSL_CTX *ctx, const char *server_name, const struct tls_limits *limits,
-		     const struct tls_conn_ops *ops)
+int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+			  const struct sockaddr *bind_addr, SSL_CTX *ctx, const char *server_name,
+			  const struct tls_limits *limits, const struct tls_conn_ops *ops)
 {
 	int rc = conn_init(c, loop, ctx, limits, ops);
 	if (rc < 0)
@@ -570,6 +578,16 @@ int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr 
 		tls_conn_close(c, LOG_ERR, "invalid server name '%s'", server_name);
 		return 0;
 	}
+	if (bind_addr) {
+		rc = uv_tcp_bind(&c->tcp, bind_addr, 0);
+		if (rc < 0) {
+			c->state = TLS_IDLE;
+			tls_conn_close(c, LOG_INFO,
+				       "cannot connect: cannot bind the source address: %s",
+				       uv_strerror(rc));
+			return 0;
+		}
+	}
 	c->state = TLS_CONNECTING;
 	c->connect_req.data = c;
 	rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
@@ -578,6 +596,13 @@ int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr 
 		tls_conn_close(c, LOG_INFO, "cannot connect: %s", uv_strerror(rc));
 	}
 	return 0;
+}
+
+int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+		     SSL_CTX *ctx, const char *server_name, const struct tls_limits *limits,
+		     const struct tls_conn_ops *ops)
+{
+	return tls_conn_connect_from(c, loop, addr, NULL, ctx, server_name, limits, ops);
 }
 
 int tls_conn_send(struct tls_conn *c, uint8_t *frame, size_t len)

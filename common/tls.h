@@ -103,10 +103,20 @@ int tls_conn_accept_held(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 void tls_conn_start(struct tls_conn *c);
 
 /* Client side: connects to addr and verifies that the server's certificate
- * names server_name. */
+ * names server_name. The handshake starts in a later loop iteration, so on
+ * return c->ssl may still be given a per-connection certificate and key
+ * (SSL_use_certificate, SSL_use_PrivateKey) while c->state is TLS_CONNECTING. */
 int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
 		     SSL_CTX *ctx, const char *server_name, const struct tls_limits *limits,
 		     const struct tls_conn_ops *ops);
+
+/* As tls_conn_connect, from a chosen local address (bind_addr, port 0: any
+ * port): a load generator spreads its connections over 127.0.0.0/8 this way.
+ * A bind_addr of NULL is tls_conn_connect. A failed bind closes c with the
+ * reason, as a failed connect does. */
+int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+			  const struct sockaddr *bind_addr, SSL_CTX *ctx, const char *server_name,
+			  const struct tls_limits *limits, const struct tls_conn_ops *ops);
 
 /* Queues one frame. frame holds FRAME_HEADER bytes, filled in here, followed
  * by len bytes of payload, so the frame leaves as one TLS record without a

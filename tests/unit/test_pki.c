@@ -594,6 +594,49 @@ static void test_identity_refuses(void **state)
 	X509_free(cert);
 }
 
+static const char *read_index(struct fixture *f)
+{
+	static char text[65536];
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/index.txt", f->dir);
+	FILE *fp = fopen(path, "r");
+	size_t n = fp ? fread(text, 1, sizeof(text) - 1, fp) : 0;
+	text[n] = '\0';
+	if (fp)
+		fclose(fp);
+	return text;
+}
+
+/* Certificates minted in memory (the load generator's) are what pki_issue
+ * would make: they verify, carry the identity, and refuse bad names. */
+static void test_mint(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(pki_init(f->dir, PKI_ALGO_ECDSA_P256, 0, f->err, sizeof(f->err)), 0);
+	struct pki_ca *ca;
+	assert_int_equal(pki_ca_load(f->dir, &ca, f->err, sizeof(f->err)), 0);
+	EVP_PKEY *key;
+	assert_int_equal(pki_ca_keygen(ca, &key, f->err, sizeof(f->err)), 0);
+	X509 *cert;
+	assert_int_equal(pki_ca_mint(ca, PKI_ROLE_AGENT, "LOAD00001", key, 1, &cert, f->err,
+				     sizeof(f->err)),
+			 0);
+	assert_int_equal(verify(f->dir, cert, X509_PURPOSE_SSL_CLIENT, 1), X509_V_OK);
+	char name[PKI_NAME_MAX + 1];
+	enum pki_role role;
+	assert_int_equal(pki_cert_identity(cert, name, sizeof(name), &role), 0);
+	assert_string_equal(name, "LOAD00001");
+	assert_int_equal(role, PKI_ROLE_AGENT);
+	assert_int_equal(X509_check_private_key(cert, key), 1);
+	X509_free(cert);
+	assert_true(pki_ca_mint(ca, PKI_ROLE_AGENT, "../x", key, 1, &cert, f->err,
+				sizeof(f->err)) < 0);
+	EVP_PKEY_free(key);
+	pki_ca_free(ca);
+	/* Not in the index: listing shows nothing was issued. */
+	assert_null(strstr(read_index(f), "LOAD00001"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -608,6 +651,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_revoke_ed25519, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_list, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, fixture_setup, fixture_teardown),
+	    cmocka_unit_test_setup_teardown(test_mint, fixture_setup, fixture_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
