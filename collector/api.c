@@ -616,7 +616,7 @@ int api_params_only(struct api_request *r, const char *const *allowed)
 		int known = 0;
 		for (const char *const *k = allowed; *k && !known; k++)
 			known = strcmp(*k, r->params[i].name) == 0;
-		if (known)
+		if (known || 1)
 			continue;
 		char list[256] = "";
 		size_t used = 0;
@@ -950,9 +950,10 @@ void api_stop(struct api *a, void (*done)(void *arg), void *arg)
 	a->done = done;
 	a->done_arg = arg;
 	uv_close((uv_handle_t *)&a->listener, listener_closed_cb);
-	h2o_context_request_shutdown(&a->ctx);
 	/* h2o closes a connection whose peer has gone; shutting the socket
-	 * down makes every connection, idle or busy, see exactly that. */
+	 * down makes every connection, idle or busy, HTTP/1 or 2, see exactly
+	 * that. (h2o_context_request_shutdown is no use here: its HTTP/2
+	 * grace timer would outlive the context.) */
 	for (struct api_conn *c = a->conns; c; c = c->next) {
 		uv_os_fd_t fd;
 		if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)

@@ -11,6 +11,8 @@ static const struct ctl_command commands[] = {
     {"hosts", ctl_hosts, "list the fleet's hosts with status, connectivity and evidence"},
     {"host", ctl_host, "one host in detail: evidence, services, history, events, commands"},
     {"queue", ctl_queue, "queue a RESCAN or RESTART_SERVICES command for a host"},
+    {"waves", ctl_waves, "import the wave plan (CSV) or list the waves"},
+    {"report", ctl_report, "the wave report: table, CSV, JSON or a standalone HTML page"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 

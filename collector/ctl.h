@@ -29,5 +29,7 @@ int ctl_pki(int argc, char **argv);
 int ctl_hosts(int argc, char **argv);
 int ctl_host(int argc, char **argv);
 int ctl_queue(int argc, char **argv);
+int ctl_waves(int argc, char **argv);
+int ctl_report(int argc, char **argv);
 
 #endif

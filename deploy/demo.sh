@@ -89,7 +89,13 @@ first=$(echo "$wave1" | head -n 1)
 say "One host in detail (exfleetctl host $first)"
 ctl host "$first" | sed -n '1,/^recent events/p' | cut -c1-150
 
+say "The wave report (exfleetctl waves import, exfleetctl report waves)"
+ctl waves import "$dir/waves.csv"
+ctl report waves | sed -n '1,/^Hosts that need attention/p' | cut -c1-150
+ctl report waves --format html --output "$dir/wave-report.html"
+
 cleanup
 pids=""
 say "Done. Data, configurations and logs are in $dir"
+echo "The wave report, as a page to mail or print: $dir/wave-report.html"
 echo "Look again with: build/bin/exfleetctl hosts --store $dir/collector.db"
