@@ -2,6 +2,7 @@
 #ifndef EXFLEET_AGENT_H
 #define EXFLEET_AGENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -28,6 +29,7 @@ struct agent_config {
 	char *cert_file;
 	char *key_file;
 	char *crl_file;
+	bool allow_tls12;
 	char *probe_backend;
 	char *probe_host_file;
 	uint64_t probe_rescan_ms;

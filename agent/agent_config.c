@@ -39,6 +39,8 @@ static const struct config_key agent_keys[] = {
 	  "this agent's private key (PEM, mode 0600)"),
 	K("tls", "crl", CONFIG_PATH, crl_file, CONFIG_MUST_EXIST, NULL, 0, 0,
 	  "optional CRL (PEM)"),
+	K("tls", "allow_tls12", CONFIG_BOOL, allow_tls12, 0, "false", 0, 0,
+	  "accept TLS 1.2 as well as 1.3 (only for peers that cannot do 1.3)"),
 	K("probe", "backend", CONFIG_STRING, probe_backend, 0, "sim", 0, 0,
 	  "how the host is read: sim (a simulated host file) or win32"),
 	K("probe", "host_file", CONFIG_PATH, probe_host_file, 0, NULL, 0, 0,

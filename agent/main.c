@@ -226,7 +226,8 @@ int main(int argc, char **argv)
 	if (check_identity(path, &cfg) < 0)
 		goto out;
 	char err[512];
-	struct tls_config tc = {cfg.ca_file, cfg.cert_file, cfg.key_file, cfg.crl_file, 0};
+	struct tls_config tc = {cfg.ca_file, cfg.cert_file, cfg.key_file, cfg.crl_file,
+				 cfg.allow_tls12};
 	if (tls_ctx_new(&tls, 0, &tc, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: [tls] %s\n", path, err);
 		goto out;

@@ -32,6 +32,7 @@ struct api_conn {
 	h2o_socket_t *sock;
 	int has_cert;              /* the client presented a verified certificate */
 	struct api_identity who;
+	char refused[96];          /* whose certificate failed to verify, for the log */
 	char addr[64];
 	struct api_conn *prev, *next;
 };
@@ -126,12 +127,45 @@ static struct api_conn *conn_of(struct api *a, const h2o_socket_t *sock)
  * connection's requests. h2o keeps the SSL to itself, but its BIO carries
  * the socket (h2o's own OpenSSL callbacks find it the same way); a socket
  * this API did not accept keeps no identity, so requests on it get 401. */
+/* A certificate that does not verify fails the handshake; the client
+ * sees only an alert, so the log says why and whose it was. The name is
+ * unverified, but pki_cert_identity admits only plain names. */
+static int tls_verify_cb(int ok, X509_STORE_CTX *store)
+{
+	if (ok)
+		return 1;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct api *a = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	struct api_conn *c = conn_of(a, BIO_get_data(SSL_get_rbio(ssl)));
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	char name[PKI_NAME_MAX + 1];
+	enum pki_role role;
+	if (c && leaf && pki_cert_identity(leaf, name, sizeof(name), &role) == 0)
+		snprintf(c->refused, sizeof(c->refused), " (%s %s)", pki_role_name(role), name);
+	return 0;
+}
+
+static void tls_refused(const SSL *ssl, const struct api_conn *c, int alert)
+{
+	long verify = SSL_get_verify_result(ssl);
+	log_msg(LOG_WARN, c ? c->addr : NULL, "api: TLS handshake refused: %s%s%s%s",
+		SSL_alert_desc_string_long(alert), verify != X509_V_OK ? ": " : "",
+		verify != X509_V_OK ? X509_verify_cert_error_string(verify) : "",
+		c ? c->refused : "");
+}
+
 static void tls_info_cb(const SSL *ssl, int where, int ret)
 {
-	if (!(where & SSL_CB_HANDSHAKE_DONE))
+	int refused = (where & SSL_CB_WRITE_ALERT) == SSL_CB_WRITE_ALERT &&
+		      SSL_alert_type_string(ret)[0] == 'F';
+	if (!(where & SSL_CB_HANDSHAKE_DONE) && !refused)
 		return;
 	struct api *a = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	struct api_conn *c = conn_of(a, BIO_get_data(SSL_get_rbio(ssl)));
+	if (refused) {
+		tls_refused(ssl, c, ret);
+		return;
+	}
 	if (!c)
 		return;
 	memset(&c->who, 0, sizeof(c->who));
@@ -399,8 +433,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 	gettimeofday(&now, NULL);
 	if (begin.tv_sec == 0)
 		begin = req->processed_at.at;
-	long long ms = ((long long)(now.tv_sec - begin.tv_sec) * 1000000 +
-			(now.tv_usec - begin.tv_usec)) / 1000;
+	double ms = ((double)(now.tv_sec - begin.tv_sec) * 1000000 +
+		     (double)(now.tv_usec - begin.tv_usec)) / 1000;
 	const struct api_identity *who = c ? &c->who : &nobody;
 	const char *role = who->authenticated ? pki_role_name((enum pki_role)who->role)
 			   : c && c->has_cert     ? "no exfleet identity"
@@ -411,7 +445,7 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 	char status[8] = "-";
 	if (req->res.status)
 		snprintf(status, sizeof(status), "%d", req->res.status);
-	log_msg(LOG_INFO, c ? c->addr : NULL, "api: %s (%s) %.*s %.*s %s %lld ms",
+	log_msg(LOG_INFO, c ? c->addr : NULL, "api: %s (%s) %.*s %.*s %s %.1f ms",
 		who->authenticated ? who->name : "-", role ? role : "?",
 		(int)(req->input.method.len > 16 ? 16 : req->input.method.len),
 		req->input.method.base, (int)(path_len > 200 ? 200 : path_len), req->input.path.base,
@@ -616,7 +650,7 @@ int api_params_only(struct api_request *r, const char *const *allowed)
 		int known = 0;
 		for (const char *const *k = allowed; *k && !known; k++)
 			known = strcmp(*k, r->params[i].name) == 0;
-		if (known || 1)
+		if (known)
 			continue;
 		char list[256] = "";
 		size_t used = 0;
@@ -804,7 +838,7 @@ static int tls_setup(struct api *a, const struct api_config *cfg, char *err, siz
 	/* A certificate is asked for but not required by TLS, so that a
 	 * client without one is told so in a JSON 401 rather than a TLS alert;
 	 * one that is presented must still chain to the CA and not be revoked. */
-	SSL_CTX_set_verify(a->tls, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_verify(a->tls, SSL_VERIFY_PEER, tls_verify_cb);
 	/* No resumption: every connection's certificate meets the current CRL,
 	 * and h2o 2.2 takes a server write during a read for renegotiation. */
 	SSL_CTX_set_num_tickets(a->tls, 0);

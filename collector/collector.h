@@ -2,6 +2,7 @@
 #ifndef EXFLEET_COLLECTOR_H
 #define EXFLEET_COLLECTOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -38,6 +39,7 @@ struct collector_config {
 	char *cert_file;
 	char *key_file;
 	char *crl_file;
+	bool allow_tls12;
 };
 
 int collector_config_load(const char *path, struct collector_config *cfg,

@@ -64,6 +64,8 @@ static const struct config_key collector_keys[] = {
 	  "this collector's private key (PEM, mode 0600)"),
 	K("tls", "crl", CONFIG_PATH, crl_file, CONFIG_MUST_EXIST, NULL, 0, 0,
 	  "CRL (PEM): revoked agents are refused"),
+	K("tls", "allow_tls12", CONFIG_BOOL, allow_tls12, 0, "false", 0, 0,
+	  "accept TLS 1.2 as well as 1.3 (only for peers that cannot do 1.3)"),
 };
 
 #define NKEYS (sizeof(collector_keys) / sizeof(collector_keys[0]))

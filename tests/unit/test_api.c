@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <sqlite3.h>
@@ -180,11 +181,12 @@ static void client_main(void *arg)
 	SSL_CTX *ctx = client_ctx(c->who);
 	SSL *ssl = NULL;
 	char *req = NULL;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
 		goto out;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, fd);
 	SSL_set_tlsext_host_name(ssl, "localhost");
@@ -547,6 +549,8 @@ static char *submission(const char *host, char *b64)
 	return text;
 }
 
+static int logged(const char *needle);
+
 /* ---- the tests ---- */
 
 static void test_healthz_needs_no_certificate(void **state)
@@ -591,6 +595,8 @@ static void test_roles(void **state)
 	struct call *c = get(&w, "mallory", "/api/v1/hosts");
 	assert_int_equal(c->status, 0);
 	call_free(c);
+	assert_true(logged("api: TLS handshake refused: certificate revoked: certificate revoked "
+			   "(viewer mallory)"));
 	/* Viewers read; only operators submit. */
 	c = get(&w, "victor", "/api/v1/hosts");
 	ok_json(c, 200);

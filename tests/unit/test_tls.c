@@ -109,6 +109,8 @@ static void cert_paths(const char *dir, enum pki_role role, const char *name, ch
 	assert_int_equal(pki_cert_path(dir, role, name, crt, 512, key, 512), 0);
 }
 
+static int allow_tls12;
+
 static SSL_CTX *make_ctx(int server, const char *dir, enum pki_role role, const char *name,
 			 const char *ca_dir, const char *crl)
 {
@@ -116,7 +118,7 @@ static SSL_CTX *make_ctx(int server, const char *dir, enum pki_role role, const 
 	cert_paths(dir, role, name, crt, key);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", ca_dir);
 	struct tls_config cfg = {.ca_file = ca, .cert_file = crt, .key_file = key,
-				 .crl_file = crl};
+				 .crl_file = crl, .allow_tls12 = allow_tls12};
 	SSL_CTX *ctx = NULL;
 	if (tls_ctx_new(&ctx, server, &cfg, err, sizeof(err)) < 0)
 		fail_msg("tls_ctx_new: %s", err);
@@ -596,6 +598,32 @@ static void test_write_backpressure(void **state)
 	SSL_CTX_free(actx);
 }
 
+/* TLS 1.2 only where configured: a 1.2-only agent is refused by default. */
+static void test_tls12_only_when_allowed(void **state)
+{
+	for (int allowed = 0; allowed <= 1; allowed++) {
+		struct world w;
+		allow_tls12 = allowed;
+		world_start(&w, collector_ctx());
+		allow_tls12 = 0;
+		memset(&client_side, 0, sizeof(client_side));
+		SSL_CTX *actx = agent_ctx("EXCH01");
+		SSL_CTX_set_min_proto_version(actx, TLS1_2_VERSION);
+		SSL_CTX_set_max_proto_version(actx, TLS1_2_VERSION);
+		struct test_conn *c = client_connect(&w, actx, "collector.test", &client_side, NULL);
+		run_until(&w, allowed ? cond_both_ready : cond_server_closed);
+		if (allowed) {
+			assert_true(w.server[0].ready);
+			assert_string_equal(SSL_get_version(c->conn.ssl), "TLSv1.2");
+		} else {
+			assert_false(w.server[0].ready);
+			assert_non_null(strstr(w.server[0].reason, "TLS handshake failed"));
+		}
+		world_end(&w);
+		SSL_CTX_free(actx);
+	}
+}
+
 int main(void)
 {
 	log_init(stderr, getenv("EXFLEET_TEST_DEBUG") ? LOG_DEBUG : LOG_ERR);
@@ -610,6 +638,7 @@ int main(void)
 		cmocka_unit_test(test_plaintext_and_http_clients_harm_no_one),
 		cmocka_unit_test(test_oversize_frame_closes_only_that_session),
 		cmocka_unit_test(test_write_backpressure),
+		cmocka_unit_test(test_tls12_only_when_allowed),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
