@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include <h2o.h>
-#include <h2o/http2.h>
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
@@ -54,7 +53,7 @@ struct api_logger {
 
 struct api {
 	uv_loop_t *loop;
-	struct api_config cfg;     /* strings below are not kept */
+	struct api_config cfg;     /* its strings are not kept: NULL */
 	SSL_CTX *tls;
 	struct store_query *store;
 	h2o_globalconf_t h2o;
@@ -123,10 +122,11 @@ static struct api_conn *conn_of(struct api *a, const h2o_socket_t *sock)
 	return NULL;
 }
 
-/* The handshake is done: remember the certificate's identity for the
- * connection's requests. h2o keeps the SSL to itself, but its BIO carries
- * the socket (h2o's own OpenSSL callbacks find it the same way); a socket
- * this API did not accept keeps no identity, so requests on it get 401. */
+/* h2o keeps each connection's SSL to itself, but its BIO carries h2o's
+ * socket (h2o's own OpenSSL callbacks find the socket the same way), and
+ * the socket leads to the connection here. A socket this API did not
+ * accept would find none and keep no identity: its requests get 401. */
+
 /* A certificate that does not verify fails the handshake; the client
  * sees only an alert, so the log says why and whose it was. The name is
  * unverified, but pki_cert_identity admits only plain names. */
@@ -154,6 +154,8 @@ static void tls_refused(const SSL *ssl, const struct api_conn *c, int alert)
 		c ? c->refused : "");
 }
 
+/* The handshake is done: the certificate's identity is the connection's,
+ * for all its requests. Or it failed on our side: log why. */
 static void tls_info_cb(const SSL *ssl, int where, int ret)
 {
 	int refused = (where & SSL_CB_WRITE_ALERT) == SSL_CB_WRITE_ALERT &&
@@ -315,13 +317,17 @@ int api_send_json(struct api_request *r, int status, json_t *body)
 			"{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
 		return api_send_text(r, 500, "application/json", oom, sizeof(oom) - 1);
 	}
+	/* A final newline for people reading with curl; h2o copies the body. */
 	size_t len = strlen(text);
-	/* h2o copies the body into the request's pool. */
-	char *line = h2o_mem_alloc_pool(&r->req->pool, len + 1);
-	memcpy(line, text, len);
-	line[len] = '\n';
+	char *line = realloc(text, len + 2);
+	if (line) {
+		text = line;
+		text[len++] = '\n';
+		text[len] = '\0';
+	}
+	api_send_text(r, status, "application/json", text, len);
 	free(text);
-	return api_send_text(r, status, "application/json", line, len + 1);
+	return 0;
 }
 
 int api_error(struct api_request *r, int status, const char *code, const char *fmt, ...)
@@ -332,6 +338,17 @@ int api_error(struct api_request *r, int status, const char *code, const char *f
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
 	return api_send_json(r, status, error_body(code, message));
+}
+
+int api_refuse(struct api_request *r, int status, const char *code, const char *fmt, ...)
+{
+	char message[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	api_send_json(r, status, error_body(code, message));
+	return -1;
 }
 
 int api_store_error(struct api_request *r, int rc, const char *err)
@@ -433,8 +450,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 	gettimeofday(&now, NULL);
 	if (begin.tv_sec == 0)
 		begin = req->processed_at.at;
-	double ms = ((double)(now.tv_sec - begin.tv_sec) * 1000000 +
-		     (double)(now.tv_usec - begin.tv_usec)) / 1000;
+	int64_t us = ((int64_t)now.tv_sec - begin.tv_sec) * 1000000 +
+		     (now.tv_usec - begin.tv_usec);
 	const struct api_identity *who = c ? &c->who : &nobody;
 	const char *role = who->authenticated ? pki_role_name((enum pki_role)who->role)
 			   : c && c->has_cert     ? "no exfleet identity"
@@ -448,8 +465,8 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 	log_msg(LOG_INFO, c ? c->addr : NULL, "api: %s (%s) %.*s %.*s %s %.1f ms",
 		who->authenticated ? who->name : "-", role ? role : "?",
 		(int)(req->input.method.len > 16 ? 16 : req->input.method.len),
-		req->input.method.base, (int)(path_len > 200 ? 200 : path_len), req->input.path.base,
-		status, ms);
+		req->input.method.base, (int)(path_len > 200 ? 200 : path_len),
+		req->input.path.base, status, (double)us / 1000);
 }
 
 /* ---- requests ---- */
@@ -538,26 +555,21 @@ static int parse_query(struct api_request *r)
 		const char *stop = amp ? amp : end;
 		if (stop > p) {
 			const char *eq = memchr(p, '=', (size_t)(stop - p));
-			const char *name = query_decode(&req->pool, p, (size_t)((eq ? eq : stop) - p));
+			size_t name_len = (size_t)((eq ? eq : stop) - p);
+			const char *name = query_decode(&req->pool, p, name_len);
 			const char *value = eq ? query_decode(&req->pool, eq + 1,
 							      (size_t)(stop - eq - 1))
 					       : "";
-			if (!name || !value) {
-				api_error(r, 400, "invalid_parameter",
-					  "query: '%.*s' has a broken %%-escape",
-					  (int)(stop - p > 100 ? 100 : stop - p), p);
-				return -1;
-			}
-			if (api_param(r, name)) {
-				api_error(r, 400, "invalid_parameter", "%.64s: given more than once",
-					  name);
-				return -1;
-			}
-			if (r->nparams == API_PARAMS_MAX) {
-				api_error(r, 400, "invalid_parameter",
-					  "query: more than %d parameters", API_PARAMS_MAX);
-				return -1;
-			}
+			if (!name || !value)
+				return api_refuse(r, 400, "invalid_parameter",
+						  "query: '%.*s' has a broken %%-escape",
+						  (int)(stop - p > 100 ? 100 : stop - p), p);
+			if (api_param(r, name))
+				return api_refuse(r, 400, "invalid_parameter",
+						  "%.64s: given more than once", name);
+			if (r->nparams == API_PARAMS_MAX)
+				return api_refuse(r, 400, "invalid_parameter",
+						  "query: more than %d parameters", API_PARAMS_MAX);
 			r->params[r->nparams++] = (struct api_param){name, value};
 		}
 		p = stop + 1;
@@ -570,23 +582,23 @@ static int parse_query(struct api_request *r)
 static int authorize(struct api_request *r, const struct api_conn *c, int post)
 {
 	if (!c || !c->has_cert)
-		return api_error(r, 401, "unauthenticated",
-				 "a client certificate is required: present a viewer or operator "
-				 "certificate from the deployment's CA (exfleetctl pki issue "
-				 "operator NAME --role viewer|operator)") - 1;
+		return api_refuse(r, 401, "unauthenticated",
+				  "a client certificate is required: present a viewer or operator "
+				  "certificate from the deployment's CA (exfleetctl pki issue "
+				  "operator NAME --role viewer|operator)");
 	if (!r->who->authenticated)
-		return api_error(r, 403, "forbidden",
-				 "the client certificate carries no exfleet name and role") - 1;
+		return api_refuse(r, 403, "forbidden",
+				  "the client certificate carries no exfleet name and role");
 	if (r->who->role != PKI_ROLE_VIEWER && r->who->role != PKI_ROLE_OPERATOR)
-		return api_error(r, 403, "forbidden",
-				 "certificate '%s' has role %s; the API serves viewer and "
-				 "operator certificates",
-				 r->who->name, pki_role_name((enum pki_role)r->who->role)) - 1;
+		return api_refuse(r, 403, "forbidden",
+				  "certificate '%s' has role %s; the API serves viewer and "
+				  "operator certificates",
+				  r->who->name, pki_role_name((enum pki_role)r->who->role));
 	if (post && r->who->role != PKI_ROLE_OPERATOR)
-		return api_error(r, 403, "forbidden",
-				 "'%s' has role %s, which may only read; this needs an operator "
-				 "certificate",
-				 r->who->name, pki_role_name((enum pki_role)r->who->role)) - 1;
+		return api_refuse(r, 403, "forbidden",
+				  "'%s' has role %s, which may only read; this needs an operator "
+				  "certificate",
+				  r->who->name, pki_role_name((enum pki_role)r->who->role));
 	return 0;
 }
 
@@ -615,8 +627,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow,
 			       strlen(allow));
 		return api_error(&r, 405, "method_not_allowed", "%.*s is not allowed here; use %s",
-				 (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base,
-				 allow);
+				 (int)(req->method.len > 16 ? 16 : req->method.len),
+				 req->method.base, allow);
 	}
 	if (post && authorize(&r, c, 1) < 0)
 		return 0;
@@ -658,12 +670,12 @@ int api_params_only(struct api_request *r, const char *const *allowed)
 			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s",
 						 k == allowed ? "" : ", ", *k);
 		if (allowed[0])
-			return api_error(r, 400, "unknown_parameter",
-					 "%.64s: unknown query parameter; this endpoint takes %s",
-					 r->params[i].name, list) - 1;
-		return api_error(r, 400, "unknown_parameter",
-				 "%.64s: unknown query parameter; this endpoint takes none",
-				 r->params[i].name) - 1;
+			return api_refuse(r, 400, "unknown_parameter",
+					  "%.64s: unknown query parameter; this endpoint takes %s",
+					  r->params[i].name, list);
+		return api_refuse(r, 400, "unknown_parameter",
+				  "%.64s: unknown query parameter; this endpoint takes none",
+				  r->params[i].name);
 	}
 	return 0;
 }
@@ -686,9 +698,9 @@ int api_param_int(struct api_request *r, const char *name, int64_t min, int64_t 
 	if (!text)
 		return 0;
 	if (parse_int(text, value) < 0 || *value < min || *value > max)
-		return api_error(r, 400, "invalid_parameter",
-				 "%s: '%.64s' is not a whole number from %lld to %lld", name, text,
-				 (long long)min, (long long)max) - 1;
+		return api_refuse(r, 400, "invalid_parameter",
+				  "%s: '%.64s' is not a whole number from %lld to %lld", name, text,
+				  (long long)min, (long long)max);
 	return 0;
 }
 
@@ -765,10 +777,10 @@ int api_param_time(struct api_request *r, const char *name, int64_t *ms, int *se
 	const char *text = api_param(r, name);
 	*set = text != NULL;
 	if (text && api_parse_time(text, ms) < 0)
-		return api_error(r, 400, "invalid_parameter",
-				 "%s: '%.64s' is not a time; give milliseconds since 1970 or "
-				 "ISO-8601 UTC like 2026-11-29T10:02:11Z",
-				 name, text) - 1;
+		return api_refuse(r, 400, "invalid_parameter",
+				  "%s: '%.64s' is not a time; give milliseconds since 1970 or "
+				  "ISO-8601 UTC like 2026-11-29T10:02:11Z",
+				  name, text);
 	return 0;
 }
 
@@ -778,9 +790,9 @@ void api_enum_name(json_t *o, const char *key, const ProtobufCEnumDescriptor *de
 	if (!json_is_integer(v))
 		return;
 	json_int_t n = json_integer_value(v);
-	const ProtobufCEnumValue *e =
-		n >= INT32_MIN && n <= INT32_MAX ? protobuf_c_enum_descriptor_get_value(desc, (int)n)
-						 : NULL;
+	if (n < INT32_MIN || n > INT32_MAX)
+		return;
+	const ProtobufCEnumValue *e = protobuf_c_enum_descriptor_get_value(desc, (int)n);
 	if (e)
 		json_object_set_new(o, key, json_string(e->name));
 }
@@ -829,7 +841,11 @@ static int listen_on(struct api *a, const char *listen, char *err, size_t errlen
 
 static int tls_setup(struct api *a, const struct api_config *cfg, char *err, size_t errlen)
 {
-	struct tls_config tc = {cfg->ca_file, cfg->cert_file, cfg->key_file, cfg->crl_file, 0};
+	/* TLS 1.3 only (allow_tls12 unset): operators' tools all speak it. */
+	struct tls_config tc = {.ca_file = cfg->ca_file,
+				.cert_file = cfg->cert_file,
+				.key_file = cfg->key_file,
+				.crl_file = cfg->crl_file};
 	char why[512];
 	if (tls_ctx_new(&a->tls, 1, &tc, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "[api] %s", why);
@@ -845,7 +861,9 @@ static int tls_setup(struct api *a, const struct api_config *cfg, char *err, siz
 	SSL_CTX_set_session_cache_mode(a->tls, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_app_data(a->tls, a);
 	SSL_CTX_set_info_callback(a->tls, tls_info_cb);
-	h2o_ssl_register_alpn_protocols(a->tls, h2o_http2_alpn_protocols);
+	/* HTTP/1.1 only (no ALPN "h2"): one request per connection at a time
+	 * bounds buffered bodies at max_connections x max_body, and h2o's
+	 * HTTP/2 resets an oversize upload where HTTP/1.1 gets a JSON 413. */
 	return 0;
 }
 
@@ -932,6 +950,11 @@ static void start_failed_cb(uv_handle_t *h)
 int api_start(struct api **out, uv_loop_t *loop, const struct api_config *cfg, char *err,
 	      size_t errlen)
 {
+	if (!cfg->ca_file || !cfg->cert_file || !cfg->key_file || !cfg->store_path) {
+		snprintf(err, errlen, "[api] needs the CA, the collector's certificate and key, "
+				      "and the store's path");
+		return UV_EINVAL;
+	}
 	struct api *a = calloc(1, sizeof(*a));
 	if (!a) {
 		snprintf(err, errlen, "out of memory");

@@ -78,7 +78,9 @@ struct api;
 
 /* Loads the TLS context, opens the store to read and starts listening.
  * cfg is copied; its strings need not outlive the call. Returns 0, or a
- * negative libuv error code with a message naming the key or file in err. */
+ * negative libuv error code with a message naming the key or file in err;
+ * a listener that could not listen is still closing then, so run the loop
+ * before closing it. */
 int api_start(struct api **out, uv_loop_t *loop, const struct api_config *cfg, char *err,
 	      size_t errlen);
 

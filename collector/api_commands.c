@@ -150,13 +150,13 @@ static int string_field(struct api_request *r, json_t *body, const char *key, co
 {
 	json_t *v = json_object_get(body, key);
 	if (!v)
-		return api_error(r, 400, "missing_field", "%s: required", key) - 1;
+		return api_refuse(r, 400, "missing_field", "%s: required", key);
 	if (!json_is_string(v))
-		return api_error(r, 400, "invalid_field", "%s: must be a string", key) - 1;
+		return api_refuse(r, 400, "invalid_field", "%s: must be a string", key);
 	*value = json_string_value(v);
 	*len = json_string_length(v);
 	if (strlen(*value) != *len)
-		return api_error(r, 400, "invalid_field", "%s: contains a NUL character", key) - 1;
+		return api_refuse(r, 400, "invalid_field", "%s: contains a NUL character", key);
 	return 0;
 }
 
@@ -183,35 +183,37 @@ static int check_envelope(struct api_request *r, const char *host_id, const char
 			  size_t len, struct checked *c)
 {
 	if (base64_decode(text, len, &c->envelope, &c->len) < 0 || c->len == 0)
-		return api_error(r, 400, "invalid_envelope",
-				 "envelope: not standard base64 (A-Z a-z 0-9 + / and = padding)") - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: not standard base64 (A-Z a-z 0-9 + / and = padding)");
 	c->command = exfleet__command__unpack(NULL, c->len, c->envelope);
 	if (!c->command)
-		return api_error(r, 400, "invalid_envelope",
-				 "envelope: does not decode as an exfleet Command") - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: does not decode as an exfleet Command");
 	if (c->command->body.len == 0)
-		return api_error(r, 400, "invalid_envelope", "envelope: the Command has no body") - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: the Command has no body");
 	c->body = exfleet__command_body__unpack(NULL, c->command->body.len,
 						c->command->body.data);
 	if (!c->body)
-		return api_error(r, 400, "invalid_envelope",
-				 "envelope: the Command's body does not decode as a CommandBody") - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: the Command's body does not decode as a CommandBody");
 	if (!command_id_valid(c->body->id))
-		return api_error(r, 400, "invalid_envelope",
-				 "envelope: command id '%.80s' is not 1 to 64 hexadecimal characters",
-				 c->body->id) - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: command id '%.80s' is not 1 to 64 hexadecimal "
+				  "characters",
+				  c->body->id);
 	if (strcmp(c->body->target_host_id, host_id) != 0)
-		return api_error(r, 400, "invalid_field",
-				 "host_id: '%s' but the envelope's command is for '%.64s'", host_id,
-				 c->body->target_host_id) - 1;
+		return api_refuse(r, 400, "invalid_field",
+				  "host_id: '%s' but the envelope's command is for '%.64s'",
+				  host_id, c->body->target_host_id);
 	const ProtobufCFieldDescriptor *action =
 		c->body->action_case ? protobuf_c_message_descriptor_get_field(
 					       &exfleet__command_body__descriptor,
 					       (unsigned)c->body->action_case)
 				     : NULL;
 	if (!action)
-		return api_error(r, 400, "invalid_envelope", "envelope: the command has no action") -
-		       1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: the command has no action");
 	size_t i;
 	for (i = 0; action->name[i] && i + 1 < sizeof(c->action); i++)
 		c->action[i] = (char)(action->name[i] >= 'a' && action->name[i] <= 'z'
@@ -221,9 +223,9 @@ static int check_envelope(struct api_request *r, const char *host_id, const char
 	if (c->body->expires_at_ms <= util_now_ms()) {
 		char when[32];
 		util_format_time(c->body->expires_at_ms, when, sizeof(when));
-		return api_error(r, 400, "invalid_envelope",
-				 "envelope: the command expired at %s; sign a new one",
-				 c->body->expires_at_ms > 0 ? when : "0 (it has no expiry)") - 1;
+		return api_refuse(r, 400, "invalid_envelope",
+				  "envelope: the command expired at %s; sign a new one",
+				  c->body->expires_at_ms > 0 ? when : "0 (it has no expiry)");
 	}
 	return 0;
 }
@@ -247,7 +249,8 @@ int api_post_commands(struct api_request *r)
 		return api_error(r, 400, "invalid_field",
 				 "body: empty; send {\"host_id\": ..., \"envelope\": ...}");
 	json_error_t jerr;
-	json_t *body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *body =
+		json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	struct checked c = {0};
 	const char *host_id = NULL, *envelope = NULL;
 	size_t host_len = 0, envelope_len = 0;

@@ -44,10 +44,10 @@ static int status_param(struct api_request *r, const char **status)
 		return 0;
 	int s = host_status_parse(*status);
 	if (s < 0)
-		return api_error(r, 400, "invalid_parameter",
-				 "status: '%.64s' is not a status; use HEALTHY, REPAIRED, DEGRADED, "
-				 "AT_RISK, AFFECTED, NEEDS_SP_REINSTALL or REPAIRING",
-				 *status) - 1;
+		return api_refuse(r, 400, "invalid_parameter",
+				  "status: '%.64s' is not a status; use HEALTHY, REPAIRED, "
+				  "DEGRADED, AT_RISK, AFFECTED, NEEDS_SP_REINSTALL or REPAIRING",
+				  *status);
 	*status = host_status_name((enum host_status)s);
 	return 0;
 }
@@ -64,9 +64,9 @@ static int connectivity_param(struct api_request *r, const char **connectivity)
 			return 0;
 		}
 	}
-	return api_error(r, 400, "invalid_parameter",
-			 "connectivity: '%.64s' is not ONLINE, OFFLINE or NEVER_SEEN",
-			 *connectivity) - 1;
+	return api_refuse(r, 400, "invalid_parameter",
+			  "connectivity: '%.64s' is not ONLINE, OFFLINE or NEVER_SEEN",
+			  *connectivity);
 }
 
 /* A filter naming a label: any text but the empty string. */
@@ -74,8 +74,8 @@ static int label_param(struct api_request *r, const char *name, const char **val
 {
 	*value = api_param(r, name);
 	if (*value && !**value)
-		return api_error(r, 400, "invalid_parameter", "%s: empty; name one or leave it out",
-				 name) - 1;
+		return api_refuse(r, 400, "invalid_parameter",
+				  "%s: empty; name one or leave it out", name);
 	return 0;
 }
 

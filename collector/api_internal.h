@@ -56,6 +56,9 @@ int api_send_text(struct api_request *r, int status, const char *content_type, c
 		  size_t len);
 int api_error(struct api_request *r, int status, const char *code, const char *fmt, ...)
 	LOG_PRINTF(4, 5);
+/* The same, for helpers that answer and then return -1 to their caller. */
+int api_refuse(struct api_request *r, int status, const char *code, const char *fmt, ...)
+	LOG_PRINTF(4, 5);
 /* Adds a response header (name in lower case) before the answer is sent. */
 void api_add_header(struct api_request *r, const char *name, const char *value);
 /* The store failed: 503 when it ran out of time or cannot be read. */

@@ -73,7 +73,8 @@ static void by_label(struct text *t, const char *name, const char *label,
 		     const char *const *names, size_t n, json_t *counts)
 {
 	for (size_t i = 0; i < n; i++)
-		labelled(t, name, label, names[i], json_integer_value(json_object_get(counts, names[i])));
+		labelled(t, name, label, names[i],
+			 json_integer_value(json_object_get(counts, names[i])));
 	const char *key;
 	json_t *v;
 	json_object_foreach(counts, key, v) {

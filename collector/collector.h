@@ -27,6 +27,11 @@ struct collector_config {
 	uint64_t max_frame;
 	uint64_t write_queue_max;  /* bytes queued to one agent before it is dropped */
 	char *store_path;
+	char *api_listen;          /* host:port of the operators' HTTPS API; NULL: none */
+	uint64_t api_max_body;
+	int64_t api_page_max;
+	int64_t api_max_connections;
+	uint64_t api_query_budget_ms;
 	int64_t store_queue_high;
 	int64_t store_queue_low;
 	uint64_t event_retention_ms;
@@ -92,6 +97,7 @@ struct server {
 	struct relay relay;
 	int readers_paused;      /* the store is behind: no session reads */
 	uint64_t pauses;         /* times that happened */
+	uint64_t acks;           /* Acks sent */
 	int stopping;
 	void (*stopped_cb)(struct server *srv);
 };

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "collector.h"
 #include "log.h"
 #include "util.h"
@@ -11,7 +12,9 @@ static const char usage[] =
 	"usage: exfleet-collector --config FILE [--check]\n"
 	"       exfleet-collector --version | --help | --config-reference\n"
 	"\n"
-	"Accepts exfleet agents over mutual TLS.\n"
+	"Accepts exfleet agents over mutual TLS, stores what they report, classifies\n"
+	"every host, relays operators' commands, and serves the operators' HTTPS API\n"
+	"([api] listen, 127.0.0.1:8443 by default).\n"
 	"\n"
 	"  --config FILE        the collector's INI file (e.g. /etc/exfleet/collector.ini)\n"
 	"  --check              validate the configuration, certificates and key, then exit\n"
@@ -22,19 +25,90 @@ static const char usage[] =
 
 static uv_signal_t sigint, sigterm;
 static struct store *store;
+static struct api *api;
+static int running; /* parts still stopping: the agent server, the API */
+
+/* Once the agent server and the API are both down: commit what the
+ * sessions sent, then close the store. */
+static void part_stopped(void)
+{
+	if (--running > 0)
+		return;
+	uv_close((uv_handle_t *)&sigint, NULL);
+	uv_close((uv_handle_t *)&sigterm, NULL);
+	store_close(store, NULL, NULL);
+}
 
 static void stopped_cb(struct server *srv)
 {
-	uv_close((uv_handle_t *)&sigint, NULL);
-	uv_close((uv_handle_t *)&sigterm, NULL);
-	/* Sessions are gone; commit what they sent, then close. */
-	store_close(store, NULL, NULL);
+	part_stopped();
+}
+
+static void api_stopped_cb(void *arg)
+{
+	part_stopped();
 }
 
 static void signal_cb(uv_signal_t *sig, int signum)
 {
+	static int stopping;
+	if (stopping++)
+		return;
 	log_info("signal %d: stopping", signum);
 	server_stop(sig->data, stopped_cb);
+	if (api)
+		api_stop(api, api_stopped_cb, NULL);
+}
+
+static void api_stats_cb(struct api_stats *out, void *arg)
+{
+	struct server *srv = arg;
+	out->sessions_waiting = srv->nwaiting;
+	out->sessions_handshake = srv->nhandshakes;
+	out->sessions_ready = srv->nready;
+	out->sessions_hello = srv->nconns - srv->nwaiting - srv->nhandshakes - srv->nready;
+	out->handshakes_in_progress = srv->nhandshakes;
+	out->handshakes_completed = srv->handshakes_done;
+	out->records_stored = store_committed(srv->store);
+	out->acks_sent = srv->acks;
+	out->store_queue_depth = store_queue_depth(srv->store);
+	out->backpressure_pauses = srv->pauses;
+	out->shed = srv->shed;
+	out->emfile = srv->emfile;
+}
+
+/* An operator's command from the API: stored, then relayed at once. */
+static int api_submit_cb(const struct api_command *c, char *err, size_t errlen, void *arg)
+{
+	struct server *srv = arg;
+	int rc = store_enqueue_command(srv->store, c->command_id, c->host_id, c->action,
+				       c->submitted_by, c->issued_at_ms, c->expires_at_ms,
+				       c->envelope, c->len, err, errlen);
+	if (rc == 0)
+		relay_poll(&srv->relay);
+	return rc;
+}
+
+static int start_api(uv_loop_t *loop, const struct collector_config *cfg, struct server *srv,
+		     char *err, size_t errlen)
+{
+	struct api_config ac;
+	api_config_default(&ac);
+	ac.listen = cfg->api_listen;
+	ac.ca_file = cfg->ca_file;
+	ac.cert_file = cfg->cert_file;
+	ac.key_file = cfg->key_file;
+	ac.crl_file = cfg->crl_file;
+	ac.store_path = cfg->store_path;
+	ac.heartbeat_ms = cfg->heartbeat_ms;
+	ac.max_body = (size_t)cfg->api_max_body;
+	ac.page_max = (unsigned)cfg->api_page_max;
+	ac.max_connections = (unsigned)cfg->api_max_connections;
+	ac.query_budget_ms = cfg->api_query_budget_ms;
+	ac.stats = api_stats_cb;
+	ac.submit_command = api_submit_cb;
+	ac.arg = srv;
+	return api_start(&api, loop, &ac, err, errlen);
 }
 
 int main(int argc, char **argv)
@@ -125,6 +199,15 @@ int main(int argc, char **argv)
 	sigint.data = sigterm.data = &srv;
 	uv_signal_start(&sigint, signal_cb, SIGINT);
 	uv_signal_start(&sigterm, signal_cb, SIGTERM);
+	running = 1;
+	if (cfg.api_listen && start_api(loop, &cfg, &srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: [api] %s\n", path, err);
+		server_stop(&srv, stopped_cb);
+		uv_run(loop, UV_RUN_DEFAULT);
+		uv_loop_close(loop);
+		goto out;
+	}
+	running += api != NULL;
 	log_info("collector %s %s listening for agents on %s, store %s", cfg.id,
 		 EXFLEET_VERSION, srv.bound, cfg.store_path);
 	uint64_t soft, hard;
@@ -133,6 +216,8 @@ int main(int argc, char **argv)
 		 "agent sessions",
 		 (unsigned long long)now_soft, (unsigned long long)soft, (unsigned long long)hard,
 		 (unsigned long long)(now_soft > 64 ? now_soft - 64 : 0));
+	if (api)
+		log_info("HTTPS API for operators on %s", api_address(api));
 	uv_run(loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");

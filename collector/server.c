@@ -214,8 +214,10 @@ void server_committed(struct store_write *w, void *arg)
 		Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
 		m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_ACK;
 		m.ack = &ack;
-		if (wire_send_collector(&a->conn, &m) == 0)
+		if (wire_send_collector(&a->conn, &m) == 0) {
 			a->acked = w->highest_seq;
+			srv->acks++;
+		}
 	}
 	if (srv->readers_paused &&
 	    store_queue_depth(srv->store) <= (size_t)srv->cfg->store_queue_low) {

@@ -521,7 +521,8 @@ int store_query_waves(struct store_query *q, const struct store_clock *clock,
 	sql_fleet(&b, clock);
 	sql_add(&b, "SELECT wave, MIN(planned_date) AS planned_date, COUNT(*) AS hosts,"
 		    " SUM(promoted_at IS NOT NULL) AS promoted,"
-		    " SUM(connectivity = 'ONLINE') AS online, SUM(connectivity = 'OFFLINE') AS offline,"
+		    " SUM(connectivity = 'ONLINE') AS online,"
+		    " SUM(connectivity = 'OFFLINE') AS offline,"
 		    " SUM(connectivity = 'NEVER_SEEN') AS never_seen FROM fleet GROUP BY wave");
 	/* Wave "10" after "9"; names that are not numbers cast to 0. */
 	int rc = page(q, &b, "wave IS NULL, CAST(wave AS INTEGER), wave", p, items, total, err,
@@ -642,7 +643,8 @@ int store_query_counts(struct store_query *q, const struct store_clock *clock, j
 	json_t *by_status = json_object(), *by_connectivity = json_object(),
 	       *by_state = json_object();
 	*counts = json_pack("{s:o, s:o, s:o}", "hosts_by_status", by_status,
-			    "hosts_by_connectivity", by_connectivity, "commands_by_state", by_state);
+			    "hosts_by_connectivity", by_connectivity, "commands_by_state",
+			    by_state);
 	if (!*counts)
 		return UV_ENOMEM;
 	struct sql statuses = {0}, connectivity = {0}, states = {0}, dropped = {0};

@@ -121,7 +121,10 @@ run_collector() {
 	ini=$1
 	for try in 1 2 3 4 5 6 7 8; do
 		port=${2:-$(($(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000))}
-		sed -i "s/^listen = .*/listen = 127.0.0.1:$port/" "$ini"
+		# The API takes a port of the system's choosing, so that tests
+		# running at once do not fight over 8443.
+		grep -q '^\[api\]' "$ini" || printf '\n[api]\nlisten = 127.0.0.1:0\n' >>"$ini"
+		sed -i "0,/^listen = .*/s//listen = 127.0.0.1:$port/" "$ini"
 		before=$(grep -c "listening for agents\|cannot listen" "$WORK/collector.log" 2>/dev/null || true)
 		start collector "$BIN/exfleet-collector" --config "$ini"
 		wait_log "$WORK/collector.log" "listening for agents\|cannot listen" $((${before:-0} + 1))
