@@ -30,11 +30,13 @@ void util_format_time(int64_t ms, char *buf, size_t len)
 	time_t secs = (time_t)(ms / 1000);
 	struct tm tm;
 #ifdef _WIN32
-	gmtime_s(&tm, &secs);
+	int ok = gmtime_s(&tm, &secs) == 0;
 #else
-	gmtime_r(&secs, &tm);
+	int ok = gmtime_r(&secs, &tm) != NULL;
 #endif
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	/* A time no calendar can show (a corrupt or hostile value) says so. */
+	if (!ok || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%lld ms", (long long)ms);
 }
 
 int util_read_file(const char *path, size_t max, char **data, size_t *len, char *err,
