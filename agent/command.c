@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sign.h"
 #include "util.h"
 
 #define POLL_MS 250
@@ -426,24 +427,40 @@ static const char *action_name(Exfleet__CommandBody__ActionCase a)
 	}
 }
 
-/* Runs one command, or answers why it will not run. */
+static int id_valid(const char *id)
+{
+	size_t n = strlen(id);
+	return n > 0 && n <= COMMAND_ID_MAX && strspn(id, "0123456789abcdef") == n;
+}
+
+/* Runs one command, or answers why it will not run. Only commands signed
+ * by an operator of the deployment's CA run (sign_verify_command checks the
+ * chain, revocation, role, signature, target and validity window); each
+ * refusal is answered with its reason, by the id the command claims, so the
+ * collector's record and audit show it. */
 static void execute(struct commands *cmds, Exfleet__Command *cmd)
 {
 	int64_t now = util_now_ms();
-	int64_t skew = (int64_t)cmds->cfg->clock_skew_ms;
-	Exfleet__CommandBody *body =
-		exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
-	char reason[256];
-	if (!body || !body->id[0] || strlen(body->id) > COMMAND_ID_MAX) {
-		log_warn("command: undecodable body (%zu bytes), or no valid id: ignored",
-			 cmd->body.len);
-		goto out;
-	}
-	if (strcmp(body->target_host_id, cmds->cfg->host_id) != 0) {
-		snprintf(reason, sizeof(reason), "addressed to host '%.64s', not this one",
-			 body->target_host_id);
-		spool_result(cmds, body->id, EXFLEET__COMMAND_STATUS__COMMAND_REJECTED, reason, NULL,
-			     0, now);
+	char reason[256], operator[SIGN_OPERATOR_MAX] = "";
+	Exfleet__CommandBody *body = NULL;
+	int rc = sign_verify_command(cmds->verifier, cmd, cmds->cfg->host_id, now,
+				     (int64_t)cmds->cfg->clock_skew_ms, &body, operator, reason,
+				     sizeof(reason));
+	if (rc < 0) {
+		Exfleet__CommandBody *claimed =
+			exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
+		if (claimed && id_valid(claimed->id)) {
+			log_warn("command %s refused: %s%s%s", claimed->id, reason,
+				 operator[0] ? "; signed by " : "", operator);
+			spool_result(cmds, claimed->id,
+				     rc == UV_ETIMEDOUT ? EXFLEET__COMMAND_STATUS__COMMAND_EXPIRED
+							: EXFLEET__COMMAND_STATUS__COMMAND_REJECTED,
+				     reason, NULL, 0, now);
+		} else {
+			log_warn("command refused, with no id to answer by: %s", reason);
+		}
+		if (claimed)
+			exfleet__command_body__free_unpacked(claimed, NULL);
 		goto out;
 	}
 	if (replay_seen(cmds, body->id)) {
@@ -451,25 +468,13 @@ static void execute(struct commands *cmds, Exfleet__Command *cmd)
 			     "command id already seen (replay)", NULL, 0, now);
 		goto out;
 	}
-	if (body->expires_at_ms + skew < now) {
-		char when[32];
-		util_format_time(body->expires_at_ms, when, sizeof(when));
-		snprintf(reason, sizeof(reason), "expired at %s", when);
-		spool_result(cmds, body->id, EXFLEET__COMMAND_STATUS__COMMAND_EXPIRED, reason, NULL,
-			     0, now);
-		goto out;
-	}
-	if (body->issued_at_ms - skew > now) {
-		spool_result(cmds, body->id, EXFLEET__COMMAND_STATUS__COMMAND_REJECTED,
-			     "issued in the future: check the clocks", NULL, 0, now);
-		goto out;
-	}
 	if (replay_add(cmds, body->id, body->expires_at_ms) < 0) {
 		spool_result(cmds, body->id, EXFLEET__COMMAND_STATUS__COMMAND_FAILED,
 			     "cannot record the command id in the replay cache", NULL, 0, now);
 		goto out;
 	}
-	log_info("command %s: %s", body->id, action_name(body->action_case));
+	log_info("command %s: %s, signed by %s", body->id, action_name(body->action_case),
+		 operator);
 	switch (body->action_case) {
 	case EXFLEET__COMMAND_BODY__ACTION_RESCAN:
 		collect_forget_snapshot(cmds->collect);
@@ -480,9 +485,7 @@ static void execute(struct commands *cmds, Exfleet__Command *cmd)
 		restart_start(cmds, body);
 		break;
 	default:
-		snprintf(reason, sizeof(reason),
-			 "not enabled: %s needs operator-signed commands, which this agent does "
-			 "not accept yet",
+		snprintf(reason, sizeof(reason), "not enabled: this agent does not run %s yet",
 			 action_name(body->action_case));
 		spool_result(cmds, body->id, EXFLEET__COMMAND_STATUS__COMMAND_REJECTED, reason, NULL,
 			     0, now);
@@ -536,6 +539,12 @@ int commands_init(struct commands *cmds, uv_loop_t *loop, const struct agent_con
 		free(cmds->seen);
 		return rc;
 	}
+	/* Operators' certificates come from the deployment CA, as ours does. */
+	cmds->verifier = sign_verifier_new(cfg->ca_file, cfg->crl_file, err, errlen);
+	if (!cmds->verifier) {
+		free(cmds->seen);
+		return UV_EINVAL;
+	}
 	uv_timer_init(loop, &cmds->timer);
 	cmds->timer.data = cmds;
 	return 0;
@@ -553,4 +562,6 @@ void commands_close(struct commands *cmds)
 	cmds->nqueued = 0;
 	free(cmds->seen);
 	cmds->seen = NULL;
+	sign_verifier_free(cmds->verifier);
+	cmds->verifier = NULL;
 }

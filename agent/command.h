@@ -1,12 +1,13 @@
 /* Commands from operators, received on the collector session: checked
- * (target, validity window, never seen before), executed through the probe
- * one at a time, and answered with a CommandResult that is spooled like any
- * other record, so a result survives restarts until the collector has it.
+ * (operator's signature, target, validity window, never seen before),
+ * executed through the probe one at a time, and answered with a
+ * CommandResult that is spooled like any other record, so a result survives
+ * restarts until the collector has it.
  *
- * Executed: RESCAN and RESTART_SERVICES (with the running services that
- * depend on those named, which Windows would not let it stop otherwise). Actions that carry credentials or
- * change rights need signed commands, which this agent does not verify yet:
- * they are answered REJECTED. */
+ * Only commands signed by an operator of the deployment's CA run
+ * (common/sign.h). Executed: RESCAN and RESTART_SERVICES (with the running
+ * services that depend on those named, which Windows would not let it stop
+ * otherwise); the other actions are answered REJECTED: not enabled. */
 #ifndef EXFLEET_COMMAND_H
 #define EXFLEET_COMMAND_H
 
@@ -26,6 +27,7 @@ struct replay_entry {
 };
 
 struct restart_plan;
+struct sign_verifier;
 
 struct commands {
 	uv_loop_t *loop;
@@ -37,6 +39,7 @@ struct commands {
 	Exfleet__Command *queue[COMMAND_QUEUE_MAX]; /* waiting for the one running */
 	size_t nqueued;
 	struct restart_plan *running;
+	struct sign_verifier *verifier; /* operators' signatures, against our CA */
 	uv_timer_t timer;            /* polls service state while restarting */
 	void (*result_cb)(void *arg); /* a result was spooled */
 	void *arg;

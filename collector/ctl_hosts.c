@@ -7,9 +7,12 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 
 #include "ctl.h"
+#include "pki.h"
+#include "sign.h"
 #include "status.h"
 #include "store.h"
 #include "util.h"
@@ -32,13 +35,16 @@ static const char host_usage[] =
 	"accounts and rights, the status history, recent events and commands.\n";
 
 static const char queue_usage[] =
-	"usage: exfleetctl queue HOST_ID rescan [--expires DURATION] [--store FILE]\n"
-	"       exfleetctl queue HOST_ID restart SERVICE... [--expires DURATION] [--store FILE]\n"
+	"usage: exfleetctl queue HOST_ID rescan OPERATOR [--expires DURATION] [--store FILE]\n"
+	"       exfleetctl queue HOST_ID restart SERVICE... OPERATOR [--expires DURATION]\n"
+	"                    [--store FILE]\n"
+	"  OPERATOR: --operator-cert FILE --operator-key FILE\n"
 	"\n"
-	"Queues a command for the collector to relay to HOST_ID: at once when the\n"
-	"host is online, else when it connects, unless it expires first (default\n"
-	"1h; e.g. 30m, 2h). These commands are not signed; agents accept only\n"
-	"RESCAN and RESTART_SERVICES unsigned. Prints the command id.\n";
+	"Signs a command with the operator's key and queues it for the collector to\n"
+	"relay to HOST_ID: at once when the host is online, else when it connects,\n"
+	"unless it expires first (default 1h; at most 24h; e.g. 30m, 2h). The agent\n"
+	"runs it only if the certificate is an operator's (not a viewer's) from the\n"
+	"deployment CA and not revoked. Prints the command id.\n";
 
 static const char *value(const struct store_row *row, const char *name)
 {
@@ -369,6 +375,38 @@ out:
 
 /* ---- queue ---- */
 
+/* The operator's certificate and key; the key must be private. */
+static int load_operator(const char *cert_file, const char *key_file, X509 **cert,
+			 EVP_PKEY **key)
+{
+	char err[512];
+	if (util_check_private_file(key_file, err, sizeof(err)) < 0) {
+		ctl_fail("queue", "%s", err);
+		return -1;
+	}
+	FILE *f = fopen(cert_file, "r");
+	*cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	if (!*cert) {
+		ctl_fail("queue", "%s: not a PEM certificate (or cannot be read)", cert_file);
+		return -1;
+	}
+	f = fopen(key_file, "r");
+	*key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	if (!*key) {
+		ctl_fail("queue", "%s: not a PEM private key (or cannot be read)", key_file);
+		return -1;
+	}
+	if (X509_check_private_key(*cert, *key) != 1) {
+		ctl_fail("queue", "%s does not belong to %s", key_file, cert_file);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_duration_ms(const char *s, int64_t *ms)
 {
 	char *end;
@@ -390,9 +428,11 @@ int ctl_queue(int argc, char **argv)
 {
 	static const struct option opts[] = {{"expires", required_argument, NULL, 'e'},
 					     {"store", required_argument, NULL, 'd'},
+					     {"operator-cert", required_argument, NULL, 'c'},
+					     {"operator-key", required_argument, NULL, 'k'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	const char *path = DEFAULT_STORE;
+	const char *path = DEFAULT_STORE, *cert_file = NULL, *key_file = NULL;
 	int64_t expires = 3600000;
 	int c;
 	optind = 1;
@@ -404,6 +444,10 @@ int ctl_queue(int argc, char **argv)
 						       optarg);
 		} else if (c == 'd') {
 			path = optarg;
+		} else if (c == 'c') {
+			cert_file = optarg;
+		} else if (c == 'k') {
+			key_file = optarg;
 		} else if (c == 'h') {
 			fputs(queue_usage, stdout);
 			return CTL_OK;
@@ -413,6 +457,9 @@ int ctl_queue(int argc, char **argv)
 	}
 	if (argc - optind < 2)
 		return ctl_usage_error("queue", "queue", "name HOST_ID and an action");
+	if (!cert_file || !key_file)
+		return ctl_usage_error("queue", "queue",
+				       "commands are signed: give --operator-cert and --operator-key");
 	const char *host = argv[optind];
 	const char *action = argv[optind + 1];
 	char **services = argv + optind + 2;
@@ -447,17 +494,20 @@ int ctl_queue(int argc, char **argv)
 	body.issued_at_ms = now;
 	body.expires_at_ms = now + expires;
 
-	size_t blen = exfleet__command_body__get_packed_size(&body);
-	uint8_t *bbuf = malloc(blen);
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
 	Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
 	uint8_t *envelope = NULL;
+	size_t elen = 0;
 	int rc = CTL_FAILED;
-	if (!bbuf)
+	char err[512];
+	if (load_operator(cert_file, key_file, &cert, &key) < 0)
 		goto out;
-	exfleet__command_body__pack(&body, bbuf);
-	cmd.body.data = bbuf;
-	cmd.body.len = blen;
-	size_t elen = exfleet__command__get_packed_size(&cmd);
+	if (sign_command(&body, key, cert, &cmd, err, sizeof(err)) < 0) {
+		ctl_fail("queue", "%s", err);
+		goto out;
+	}
+	elen = exfleet__command__get_packed_size(&cmd);
 	envelope = malloc(elen);
 	if (!envelope)
 		goto out;
@@ -465,9 +515,11 @@ int ctl_queue(int argc, char **argv)
 	struct store *st;
 	if (open_store("queue", path, &st) != CTL_OK)
 		goto out;
-	char err[512];
-	if (store_enqueue_command(st, id, host, action_name, "exfleetctl (unsigned)", now,
-				  now + expires, envelope, elen, err, sizeof(err)) < 0)
+	char signer[PKI_NAME_MAX + 1] = "?";
+	enum pki_role role;
+	pki_cert_identity(cert, signer, sizeof(signer), &role);
+	if (store_enqueue_command(st, id, host, action_name, signer, now, now + expires, envelope,
+				  elen, err, sizeof(err)) < 0)
 		ctl_fail("queue", "%s", err);
 	else
 		rc = CTL_OK;
@@ -475,7 +527,9 @@ int ctl_queue(int argc, char **argv)
 	if (rc == CTL_OK)
 		printf("%s\n", id);
 out:
-	free(bbuf);
+	sign_command_free(&cmd);
 	free(envelope);
+	X509_free(cert);
+	EVP_PKEY_free(key);
 	return rc;
 }

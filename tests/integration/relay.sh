@@ -16,6 +16,11 @@ for h in $H1 $H2; do
 		"$F/agents/$h.ini"
 done
 ctl() { "$BIN/exfleetctl" "$@" --store "$F/collector.db"; }
+# Commands are signed by the operator exfleet-sim made ("admin").
+queue() {
+	ctl queue "$@" --operator-cert "$F/pki/operator/admin.crt" \
+		--operator-key "$F/pki/operator/admin.key"
+}
 state() {
 	sql "$F/collector.db" "SELECT state FROM commands WHERE command_id = '$1'"
 }
@@ -27,7 +32,7 @@ start a1 "$BIN/exfleet-agent" --config "$F/agents/$H1.ini"
 wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" HEALTHY
 
 # Online: delivered at once, the restart succeeds (dependents come along).
-id=$(ctl queue "$H1" restart MSExchangeIS)
+id=$(queue "$H1" restart MSExchangeIS)
 wait_state "$id" succeeded
 grep -q "command $id delivered" "$WORK/collector.log" || fail "no delivery logged"
 steps=$(sql "$F/collector.db" "SELECT steps FROM command_results WHERE command_id = '$id'")
@@ -35,14 +40,25 @@ echo "$steps" | grep -q '"step":"stop","target":"MSExchangeES"' ||
 	fail "MSExchangeES was not stopped before MSExchangeIS: $steps"
 
 # Offline: it waits; an expired one never goes out.
-id2=$(ctl queue "$H2" rescan)
-id3=$(ctl queue "$H2" rescan --expires 1s)
+id2=$(queue "$H2" rescan)
+id3=$(queue "$H2" rescan --expires 1s)
 sleep 2.5
 [ "$(state "$id2")" = queued ] || fail "command for an offline host is $(state "$id2")"
 wait_state "$id3" expired
 start a2 "$BIN/exfleet-agent" --config "$F/agents/$H2.ini"
 wait_state "$id2" succeeded
 [ "$(state "$id3")" = expired ] || fail "an expired command went out"
+
+# A viewer's signature does not make a command run: the agent says why.
+"$BIN/exfleetctl" pki issue operator vera --role viewer --dir "$F/pki" >/dev/null
+id4=$(ctl queue "$H1" rescan --operator-cert "$F/pki/viewer/vera.crt" \
+	--operator-key "$F/pki/viewer/vera.key")
+wait_state "$id4" rejected
+reason=$(sql "$F/collector.db" "SELECT reason FROM command_results WHERE command_id = '$id4'")
+[ "$reason" = "signer 'vera' has role viewer, not operator" ] || fail "viewer command: $reason"
+# Unsigned is refused by exfleetctl itself.
+ctl queue "$H1" rescan 2>"$WORK/unsigned.err" && fail "an unsigned command was queued"
+grep -q "commands are signed" "$WORK/unsigned.err" || fail "$(cat "$WORK/unsigned.err")"
 
 # The operator's view follows: promote H1, it is AFFECTED with evidence.
 "$BIN/exfleet-sim" dcpromo "$F/hosts/$H1.json" >/dev/null

@@ -10,15 +10,19 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/pem.h>
 
 #include "collect.h"
 #include "command.h"
 #include "log.h"
+#include "pki.h"
+#include "sign.h"
 #include "sim_host.h"
 #include "util.h"
 #include "testutil.h"
 
-static char dir[512], host_file[600], spool_dir[600];
+static char dir[512], host_file[600], spool_dir[600], pki_dir[600], ca_file[700],
+	crl_file[700];
 
 
 struct world {
@@ -53,6 +57,8 @@ static void world_open(struct world *w)
 	w->cfg.event_levels.count = 2;
 	w->cfg.restart_timeout_ms = 5000;
 	w->cfg.clock_skew_ms = 60000;
+	w->cfg.ca_file = ca_file;
+	w->cfg.crl_file = crl_file;
 	char err[512];
 	w->backend = probe_backend_find("sim");
 	assert_non_null(w->backend);
@@ -78,7 +84,31 @@ static void world_close(struct world *w)
 	assert_int_equal(uv_loop_close(&w->loop), 0);
 }
 
-/* A command as the collector relays it (unsigned for now). */
+struct operator {
+	X509 *cert;
+	EVP_PKEY *key;
+};
+static struct operator alice, victor;
+static struct operator *signer = &alice; /* NULL: unsigned */
+static int forge;                         /* flip a bit of the signature */
+
+static void load_operator(struct operator *op, enum pki_role role, const char *name)
+{
+	char crt[700], key[700];
+	assert_int_equal(pki_cert_path(pki_dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
+	FILE *f = fopen(crt, "r");
+	assert_non_null(f);
+	op->cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	f = fopen(key, "r");
+	assert_non_null(f);
+	op->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	assert_non_null(op->cert);
+	assert_non_null(op->key);
+}
+
+/* A command as the collector relays it. */
 static Exfleet__Command *command(const char *id, const char *target, int64_t expires_in_ms,
 				 Exfleet__CommandBody__ActionCase action, char **services,
 				 size_t n)
@@ -102,11 +132,30 @@ static Exfleet__Command *command(const char *id, const char *target, int64_t exp
 		grant.account = "CORP\\exsvc";
 		body.grant_rights = &grant;
 	}
-	Exfleet__Command *cmd = calloc(1, sizeof(*cmd));
-	exfleet__command__init(cmd);
-	cmd->body.len = exfleet__command_body__get_packed_size(&body);
-	cmd->body.data = malloc(cmd->body.len);
-	exfleet__command_body__pack(&body, cmd->body.data);
+	/* Signed as exfleetctl does, by whoever signer names; or not at all.
+	 * The copy is what the collector relays: an unpacked Command. */
+	Exfleet__Command signed_cmd = EXFLEET__COMMAND__INIT;
+	if (signer) {
+		char err[256];
+		assert_int_equal(sign_command(&body, signer->key, signer->cert, &signed_cmd, err,
+					      sizeof(err)),
+				 0);
+	} else {
+		signed_cmd.body.len = exfleet__command_body__get_packed_size(&body);
+		signed_cmd.body.data = malloc(signed_cmd.body.len);
+		exfleet__command_body__pack(&body, signed_cmd.body.data);
+	}
+	if (forge)
+		signed_cmd.signature.data[signed_cmd.signature.len / 2] ^= 1;
+	size_t len = exfleet__command__get_packed_size(&signed_cmd);
+	uint8_t *bytes = malloc(len);
+	exfleet__command__pack(&signed_cmd, bytes);
+	Exfleet__Command *cmd = exfleet__command__unpack(NULL, len, bytes);
+	free(bytes);
+	if (signer)
+		sign_command_free(&signed_cmd);
+	else
+		free(signed_cmd.body.data);
 	return cmd;
 }
 
@@ -155,6 +204,16 @@ static int setup(void **state)
 	assert_int_equal(test_tmpdir("test_command", dir, sizeof(dir)), 0);
 	snprintf(host_file, sizeof(host_file), "%s/EXCH001.json", dir);
 	snprintf(spool_dir, sizeof(spool_dir), "%s/spool", dir);
+	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
+	snprintf(ca_file, sizeof(ca_file), "%s/ca.crt", pki_dir);
+	snprintf(crl_file, sizeof(crl_file), "%s/crl.pem", pki_dir);
+	assert_int_equal(pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)), 0);
+	struct pki_issue_opts a = {.role = PKI_ROLE_OPERATOR, .name = "alice"};
+	struct pki_issue_opts v = {.role = PKI_ROLE_VIEWER, .name = "victor"};
+	assert_int_equal(pki_issue(pki_dir, &a, NULL, err, sizeof(err)), 0);
+	assert_int_equal(pki_issue(pki_dir, &v, NULL, err, sizeof(err)), 0);
+	load_operator(&alice, PKI_ROLE_OPERATOR, "alice");
+	load_operator(&victor, PKI_ROLE_VIEWER, "victor");
 	struct sim_fleet_opts o = {.seed = 3, .domain = "CORP", .local_account_share = 0,
 				   .password = "Secret-1"};
 	struct sim_host *h;
@@ -166,6 +225,10 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	X509_free(alice.cert);
+	EVP_PKEY_free(alice.key);
+	X509_free(victor.cert);
+	EVP_PKEY_free(victor.key);
 	test_rmtree(dir);
 	return 0;
 }
@@ -200,7 +263,7 @@ static void test_refusals_and_rescan(void **state)
 					  EXFLEET__COMMAND_BODY__ACTION_GRANT_RIGHTS, NULL, 0));
 	run_until_results(&w, 5);
 	expect_result(&w, "c4", EXFLEET__COMMAND_STATUS__COMMAND_REJECTED,
-		      "not enabled: GRANT_RIGHTS");
+		      "not enabled: this agent does not run GRANT_RIGHTS");
 	world_close(&w);
 
 	/* The replay cache outlives the agent. */
@@ -212,13 +275,41 @@ static void test_refusals_and_rescan(void **state)
 	world_close(&w);
 }
 
+/* Only an operator's signature makes a command run; each refusal says why. */
+static void test_signatures(void **state)
+{
+	struct world w;
+	world_open(&w);
+	signer = NULL;
+	commands_receive(&w.cmds, command("d1", "EXCH001", 60000,
+					  EXFLEET__COMMAND_BODY__ACTION_RESCAN, NULL, 0));
+	run_until_results(&w, 1);
+	expect_result(&w, "d1", EXFLEET__COMMAND_STATUS__COMMAND_REJECTED, "no issuer certificate");
+
+	signer = &victor;
+	commands_receive(&w.cmds, command("d2", "EXCH001", 60000,
+					  EXFLEET__COMMAND_BODY__ACTION_RESCAN, NULL, 0));
+	run_until_results(&w, 2);
+	expect_result(&w, "d2", EXFLEET__COMMAND_STATUS__COMMAND_REJECTED,
+		      "signer 'victor' has role viewer, not operator");
+
+	signer = &alice;
+	forge = 1;
+	commands_receive(&w.cmds, command("d3", "EXCH001", 60000,
+					  EXFLEET__COMMAND_BODY__ACTION_RESCAN, NULL, 0));
+	forge = 0;
+	run_until_results(&w, 3);
+	expect_result(&w, "d3", EXFLEET__COMMAND_STATUS__COMMAND_REJECTED, "bad signature");
+	world_close(&w);
+}
+
 static void test_restart_in_dependency_order(void **state)
 {
 	struct world w;
 	world_open(&w);
 	/* Named out of order on purpose. */
 	char *services[] = {"MSExchangeIS", "MSExchangeSA", "MSExchangeDS"};
-	commands_receive(&w.cmds, command("r1", "EXCH001", 60000,
+	commands_receive(&w.cmds, command("a1", "EXCH001", 60000,
 					  EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES, services,
 					  3));
 	run_until_results(&w, 1);
@@ -254,11 +345,11 @@ static void test_restart_in_dependency_order(void **state)
 	exfleet__command_result__free_unpacked(r, NULL);
 
 	char *unknown[] = {"MSExchangeXX"};
-	commands_receive(&w.cmds, command("r2", "EXCH001", 60000,
+	commands_receive(&w.cmds, command("a2", "EXCH001", 60000,
 					  EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES, unknown,
 					  1));
 	run_until_results(&w, 2);
-	expect_result(&w, "r2", EXFLEET__COMMAND_STATUS__COMMAND_FAILED, "1060");
+	expect_result(&w, "a2", EXFLEET__COMMAND_STATUS__COMMAND_FAILED, "1060");
 	world_close(&w);
 }
 
@@ -274,7 +365,7 @@ static void test_restart_after_promotion_fails_with_1069(void **state)
 	struct world w;
 	world_open(&w);
 	char *services[] = {"MSExchangeSA"};
-	commands_receive(&w.cmds, command("p1", "EXCH001", 60000,
+	commands_receive(&w.cmds, command("b1", "EXCH001", 60000,
 					  EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES, services,
 					  1));
 	run_until_results(&w, 1);
@@ -295,6 +386,7 @@ int main(void)
 	log_init(stderr, LOG_ERR);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_refusals_and_rescan),
+		cmocka_unit_test(test_signatures),
 		cmocka_unit_test(test_restart_in_dependency_order),
 		cmocka_unit_test(test_restart_after_promotion_fails_with_1069),
 	};
