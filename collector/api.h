@@ -64,8 +64,10 @@ struct api_config {
 	/* Fills out with the collector's counters. May be NULL (all zero). */
 	void (*stats)(struct api_stats *out, void *arg);
 	/* Stores c for the relay to deliver. Returns 0, UV_EEXIST when the
-	 * command id is already used (409), or another negative code with a
-	 * message in err (503). May be NULL: submission is then refused. */
+	 * command id is already used (409), UV_EACCES when its signature is
+	 * not an operator's (403), UV_EINVAL or UV_ETIMEDOUT when it is
+	 * malformed or expired (400), or another negative code with a message
+	 * in err (503). May be NULL: submission is then refused. */
 	int (*submit_command)(const struct api_command *c, char *err, size_t errlen, void *arg);
 	void *arg;                /* for stats and submit_command */
 };

@@ -333,6 +333,12 @@ int api_post_commands(struct api_request *r)
 			  c.body->id);
 		goto out;
 	}
+	if (rc == UV_EACCES || rc == UV_ETIMEDOUT || rc == UV_EINVAL) {
+		/* The collector's own check of the signature failed: the
+		 * agent would refuse it too, so it is not relayed. */
+		api_error(r, rc == UV_EACCES ? 403 : 400, "command_refused", "envelope: %s", err);
+		goto out;
+	}
 	if (rc < 0) {
 		log_err("api: command %s for %s from %s not stored: %s", c.body->id, host_id,
 			r->who->name, err);

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "collector.h"
 #include "log.h"
+#include "sign.h"
 #include "util.h"
 
 static const char usage[] =
@@ -77,13 +78,31 @@ static void api_stats_cb(struct api_stats *out, void *arg)
 	out->emfile = srv->emfile;
 }
 
-/* An operator's command from the API: stored, then relayed at once. */
+static struct sign_verifier *verifier;
+
+/* An operator's command from the API: its signature checked as the agent
+ * will check it (defence in depth: a command the agent would refuse is not
+ * relayed), then stored and relayed at once. */
 static int api_submit_cb(const struct api_command *c, char *err, size_t errlen, void *arg)
 {
 	struct server *srv = arg;
-	int rc = store_enqueue_command(srv->store, c->command_id, c->host_id, c->action,
-				       c->submitted_by, c->issued_at_ms, c->expires_at_ms,
-				       c->envelope, c->len, err, errlen);
+	Exfleet__Command *cmd = exfleet__command__unpack(NULL, c->len, c->envelope);
+	if (!cmd) {
+		snprintf(err, errlen, "not an encoded Command");
+		return UV_EINVAL;
+	}
+	Exfleet__CommandBody *body = NULL;
+	char signer[SIGN_OPERATOR_MAX] = "";
+	int rc = sign_verify_command(verifier, cmd, c->host_id, util_now_ms(), 300000, &body,
+				     signer, err, errlen);
+	exfleet__command__free_unpacked(cmd, NULL);
+	if (body)
+		exfleet__command_body__free_unpacked(body, NULL);
+	if (rc < 0)
+		return rc;
+	rc = store_enqueue_command(srv->store, c->command_id, c->host_id, c->action, signer,
+				   c->issued_at_ms, c->expires_at_ms, c->envelope, c->len, err,
+				   errlen);
 	if (rc == 0)
 		relay_poll(&srv->relay);
 	return rc;
@@ -105,6 +124,9 @@ static int start_api(uv_loop_t *loop, const struct collector_config *cfg, struct
 	ac.page_max = (unsigned)cfg->api_page_max;
 	ac.max_connections = (unsigned)cfg->api_max_connections;
 	ac.query_budget_ms = cfg->api_query_budget_ms;
+	verifier = sign_verifier_new(cfg->ca_file, cfg->crl_file, err, errlen);
+	if (!verifier)
+		return UV_EINVAL;
 	ac.stats = api_stats_cb;
 	ac.submit_command = api_submit_cb;
 	ac.arg = srv;
@@ -222,6 +244,7 @@ int main(int argc, char **argv)
 	rc = uv_loop_close(loop) == 0 ? 0 : 1;
 	log_info("collector stopped");
 out:
+	sign_verifier_free(verifier);
 	free((void *)rules.auth);
 	SSL_CTX_free(tls);
 	collector_config_free(&cfg);
