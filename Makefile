@@ -4,11 +4,12 @@
 #   make demo     install what is missing, build, run the demo
 #   make fuzz     longer fuzz runs (clang)
 #   make bench    the benchmarks, with the release build (build/bench/*.json)
+#   make windows  the Windows agent, cross-built: build-win/bin/exfleet-agent.exe
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 120
 
-.PHONY: all deps build test demo fuzz bench clean
+.PHONY: all deps build test demo fuzz bench windows clean
 
 all: build
 
@@ -41,5 +42,13 @@ bench: build
 	@mkdir -p build/bench
 	@sh tests/bench/agent.sh build/bin build/bench/agent.json
 
+# Windows agent, cross-built with MinGW-w64 (deploy/windows/README.md).
+windows: deps
+	@sh deploy/windows/deps.sh
+	@cmake -S windows -B build-win -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/mingw-w64.cmake \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DEXFLEET_WIN_PREFIX=$$(sh deploy/windows/deps.sh --prefix) >/dev/null
+	@cmake --build build-win -j $(JOBS)
+
 clean:
-	rm -rf build build-test
+	rm -rf build build-test build-win

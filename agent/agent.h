@@ -92,4 +92,11 @@ void session_kick(struct agent_session *s);
 /* Ends the session and stops reconnecting; stopped_cb once all is closed. */
 void session_stop(struct agent_session *s, void (*stopped_cb)(struct agent_session *s));
 
+/* The agent program (main.c): parses argv as exfleet-agent does and runs
+ * until stopped; returns the exit status. */
+int agent_main(int argc, char **argv);
+/* Asks the running agent to stop cleanly, as SIGTERM does; safe from any
+ * thread, also before agent_main has started its loop. */
+void agent_request_stop(void);
+
 #endif

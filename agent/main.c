@@ -11,6 +11,7 @@
 #include "log.h"
 #include "util.h"
 #include "pki.h"
+#include "winservice.h"
 
 static const char usage[] =
 	"usage: exfleet-agent --config FILE [--check] [--foreground]\n"
@@ -69,8 +70,31 @@ struct agent {
 	struct agent_session session;
 	uv_timer_t again;       /* more events to collect: go on next turn */
 	uv_signal_t sigint, sigterm;
+	uv_async_t stop;        /* agent_request_stop, from another thread */
 	int stopping;
 };
+
+/* Stops asked for from another thread (the Windows service's control
+ * handler): stop_async is the running agent's, NULL when there is none. */
+static uv_once_t stop_once = UV_ONCE_INIT;
+static uv_mutex_t stop_lock;
+static uv_async_t *stop_async;
+static int stop_asked;
+
+static void stop_lock_init(void)
+{
+	uv_mutex_init(&stop_lock);
+}
+
+void agent_request_stop(void)
+{
+	uv_once(&stop_once, stop_lock_init);
+	uv_mutex_lock(&stop_lock);
+	stop_asked = 1;
+	if (stop_async)
+		uv_async_send(stop_async);
+	uv_mutex_unlock(&stop_lock);
+}
 
 static void again_cb(uv_timer_t *t);
 
@@ -114,6 +138,10 @@ static void probe_closed_cb(void *arg)
 	struct agent *a = arg;
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
+	uv_mutex_lock(&stop_lock);
+	stop_async = NULL;
+	uv_mutex_unlock(&stop_lock);
+	uv_close((uv_handle_t *)&a->stop, NULL);
 }
 
 static void stopped_cb(struct agent_session *s)
@@ -124,15 +152,29 @@ static void stopped_cb(struct agent_session *s)
 	a->backend->close(a->probe, probe_closed_cb, a);
 }
 
-static void signal_cb(uv_signal_t *sig, int signum)
+static void agent_stop(struct agent *a)
 {
-	struct agent *a = sig->data;
 	if (a->stopping)
 		return;
 	a->stopping = 1;
-	log_info("signal %d: stopping", signum);
 	a->session.stopped_arg = a;
 	session_stop(&a->session, stopped_cb);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum)
+{
+	struct agent *a = sig->data;
+	if (!a->stopping)
+		log_info("signal %d: stopping", signum);
+	agent_stop(a);
+}
+
+static void stop_cb(uv_async_t *async)
+{
+	struct agent *a = async->data;
+	if (!a->stopping)
+		log_info("stop requested: stopping");
+	agent_stop(a);
 }
 
 /* Opens what the agent runs on; err says what failed. */
@@ -156,7 +198,8 @@ static int agent_open(struct agent *a, uv_loop_t *loop, const struct agent_confi
 		return UV_EIO;
 	}
 	struct probe_settings ps = {.host_file = cfg->probe_host_file,
-				    .rescan_ms = cfg->probe_rescan_ms};
+				    .rescan_ms = cfg->probe_rescan_ms,
+				    .state_dir = cfg->spool_dir};
 	if (a->backend->open(&a->probe, loop, &ps, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "[probe] %s", why);
 		goto fail_spool;
@@ -182,7 +225,7 @@ fail_spool:
 	return UV_EINVAL;
 }
 
-int main(int argc, char **argv)
+int agent_main(int argc, char **argv)
 {
 	const char *path = NULL;
 	int check = 0;
@@ -239,7 +282,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	log_init(stderr, (enum log_level)cfg.log_level);
+	/* Lines go to stderr unless a wrapper chose a file (the Windows service). */
+	log_set_level((enum log_level)cfg.log_level);
 	uv_loop_t *loop = uv_default_loop();
 	struct agent a;
 	if (agent_open(&a, loop, &cfg, tls, err, sizeof(err)) < 0) {
@@ -252,6 +296,14 @@ int main(int argc, char **argv)
 	a.sigint.data = a.sigterm.data = &a;
 	uv_signal_start(&a.sigint, signal_cb, SIGINT);
 	uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
+	uv_async_init(loop, &a.stop, stop_cb);
+	a.stop.data = &a;
+	uv_once(&stop_once, stop_lock_init);
+	uv_mutex_lock(&stop_lock);
+	stop_async = &a.stop;
+	if (stop_asked) /* before the loop ran: stop as soon as it does */
+		uv_async_send(&a.stop);
+	uv_mutex_unlock(&stop_lock);
 	log_info("agent %s %s starting: collector %s, probe %s, spool %s (%llu records "
 		 "unacknowledged, up to #%llu)",
 		 cfg.host_id, EXFLEET_VERSION, cfg.collector_address, a.backend->name,
@@ -271,4 +323,13 @@ out:
 	SSL_CTX_free(tls);
 	agent_config_free(&cfg);
 	return rc;
+}
+
+int main(int argc, char **argv)
+{
+#ifdef _WIN32
+	return winsvc_main(argc, argv); /* the service commands, else agent_main */
+#else
+	return agent_main(argc, argv);
+#endif
 }

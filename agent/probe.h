@@ -32,6 +32,8 @@ void probe_result_set(struct probe_result *r, uint32_t code, const char *fmt, ..
 struct probe_settings {
 	const char *host_file;        /* sim: the host's JSON file */
 	uint64_t rescan_ms;           /* safety-net rescan interval (default 10 s) */
+	const char *state_dir;        /* where a backend may keep a small state file
+				       * across restarts (the spool directory) */
 };
 
 struct probe;

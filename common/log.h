@@ -17,7 +17,11 @@ int log_level_parse(const char *name);
 /* Prefix placed after the level on every line, e.g. the program name. */
 void log_set_prefix(const char *prefix);
 
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+/* The Windows build uses MinGW's C99 printf (__USE_MINGW_ANSI_STDIO), which
+ * takes %zu and %lld; plain "printf" would check against msvcrt's. */
+#define LOG_PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#elif defined(__GNUC__)
 #define LOG_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define LOG_PRINTF(a, b)
