@@ -31,5 +31,6 @@ int ctl_host(int argc, char **argv);
 int ctl_queue(int argc, char **argv);
 int ctl_waves(int argc, char **argv);
 int ctl_report(int argc, char **argv);
+int ctl_audit(int argc, char **argv);
 
 #endif

@@ -126,11 +126,18 @@ enum store_view {
 	STORE_HOST_HISTORY,   /* its status changes */
 	STORE_HOST_COMMANDS,
 	STORE_REPORT,         /* per host, for the wave report: plan, status, times */
+	STORE_AUDIT,          /* the audit log, oldest first */
 };
 /* Rows of view; key is the host id for the per-host views. status and wave
  * filter STORE_HOSTS (NULL: any). */
 int store_view(struct store *st, enum store_view view, const char *key, const char *status,
 	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen);
+
+/* Walks the audit log and checks every entry's hash and its link to the
+ * one before: *entries read, *first_bad the id of the first entry that does
+ * not check (0 when the chain is whole). */
+int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, char *err,
+		       size_t errlen);
 
 /* Replaces the wave plan with these (host, wave, planned date) triples, in
  * one transaction: all or nothing. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "log.h"
@@ -239,6 +240,59 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+/* ---- the audit log: append-only, each entry hashing the one before ----
+ * hash = SHA-256 of prev_hash, at, actor, action and detail, each followed
+ * by a NUL; the first entry's prev_hash is 64 zeros. Whoever appends does so
+ * inside its write transaction, so the chain cannot fork. */
+
+#define AUDIT_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
+
+static void audit_hash(const char *prev, int64_t at, const char *actor, const char *action,
+		       const char *detail, char out[65])
+{
+	char when[24];
+	snprintf(when, sizeof(when), "%lld", (long long)at);
+	const char *parts[] = {prev, when, actor, action, detail ? detail : ""};
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char digest[32];
+	unsigned int n = 0;
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+		EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1);
+	EVP_DigestFinal_ex(md, digest, &n);
+	EVP_MD_CTX_free(md);
+	util_hex(digest, sizeof(digest), out);
+}
+
+/* Appends one entry on db, in the caller's transaction. */
+static int audit_append(sqlite3 *db, int64_t at, const char *actor, const char *action,
+			const char *detail)
+{
+	char prev[65] = AUDIT_GENESIS, hash[65];
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(db, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	audit_hash(prev, at, actor, action, detail, hash);
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(s, 1, at);
+	sqlite3_bind_text(s, 2, actor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, prev, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, hash, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int open_db(const char *path, sqlite3 **db, char *err, size_t errlen)
@@ -503,7 +557,16 @@ static int write_result(struct store *st, const struct store_write *w,
 	sqlite3_bind_text(s, 2, w->host_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, state, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, w->received_ms);
-	return step(st, s);
+	if (step(st, s) < 0)
+		return -1;
+	/* Each result, and so each refusal with its reason, goes on record. */
+	json_t *d = json_pack("{s:s, s:s, s:s}", "command_id", r->command_id, "status", state,
+			      "reason", r->reason);
+	char *detail = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(d);
+	int rc = audit_append(st->wdb, w->received_ms, w->host_id, "command.result", detail);
+	free(detail);
+	return rc;
 }
 
 /* Can this message change the host's status? Snapshots and results can; so
@@ -791,7 +854,13 @@ static int write_one(struct store *st, struct store_write *w)
 		sqlite3_bind_text(s, 1, w->command_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 2, w->command_state, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, w->received_ms);
-		return step(st, s);
+		if (step(st, s) < 0)
+			return -1;
+		char detail[160];
+		snprintf(detail, sizeof(detail), "{\"command_id\":\"%s\"}", w->command_id);
+		char action[32];
+		snprintf(action, sizeof(action), "command.%s", w->command_state);
+		return audit_append(st->wdb, w->received_ms, "collector", action, detail);
 	}
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
@@ -1224,6 +1293,7 @@ static const char *const views[] = {
 		" FROM p LEFT JOIN hosts h ON h.host_id = p.host_id"
 		" LEFT JOIN waves w ON w.host_id = p.host_id JOIN d ON d.host_id = p.host_id"
 		" WHERE (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3) ORDER BY p.host_id",
+	[STORE_AUDIT] = "SELECT id, at, actor, action, detail, hash FROM audit ORDER BY id",
 	[STORE_HOST_COMMANDS] =
 		"SELECT c.command_id, c.action, c.issuer, c.state, c.state_since, c.issued_at,"
 		" r.status AS result, r.reason, r.steps FROM commands c"
@@ -1330,12 +1400,18 @@ int store_enqueue_command(struct store *st, const char *command_id, const char *
 			  size_t errlen)
 {
 	sqlite3_stmt *s;
+	char why[256];
+	if (exec(st->rdb, "BEGIN IMMEDIATE", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", st->path, why);
+		return UV_EIO;
+	}
 	if (sqlite3_prepare_v2(st->rdb,
 			       "INSERT INTO commands (command_id, host_id, action, issuer, issued_at,"
 			       " expires_at, state, state_since, envelope)"
 			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?5, ?7)",
 			       -1, &s, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		exec(st->rdb, "ROLLBACK", why, sizeof(why));
 		return UV_EIO;
 	}
 	sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
@@ -1348,10 +1424,57 @@ int store_enqueue_command(struct store *st, const char *command_id, const char *
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc == SQLITE_CONSTRAINT) {
+		exec(st->rdb, "ROLLBACK", why, sizeof(why));
 		snprintf(err, errlen, "command id %s is already in use", command_id);
 		return UV_EEXIST;
 	}
-	if (rc != SQLITE_DONE) {
+	json_t *d = json_pack("{s:s, s:s, s:s, s:I}", "command_id", command_id, "host_id",
+			      host_id, "action", action, "expires_at", (json_int_t)expires_ms);
+	char *detail = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(d);
+	if (rc != SQLITE_DONE || !detail ||
+	    audit_append(st->rdb, issued_ms, issuer, "command.submitted", detail) < 0 ||
+	    exec(st->rdb, "COMMIT", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		exec(st->rdb, "ROLLBACK", why, sizeof(why));
+		free(detail);
+		return UV_EIO;
+	}
+	free(detail);
+	return 0;
+}
+
+int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, char *err,
+		       size_t errlen)
+{
+	sqlite3_stmt *s;
+	*entries = 0;
+	*first_bad = 0;
+	if (sqlite3_prepare_v2(st->rdb,
+			       "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit"
+			       " ORDER BY id",
+			       -1, &s, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		return UV_EIO;
+	}
+	char prev[65] = AUDIT_GENESIS, hash[65];
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		(*entries)++;
+		const char *stored_prev = (const char *)sqlite3_column_text(s, 5);
+		const char *stored = (const char *)sqlite3_column_text(s, 6);
+		audit_hash(prev, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2),
+			   (const char *)sqlite3_column_text(s, 3),
+			   (const char *)sqlite3_column_text(s, 4), hash);
+		if (!stored_prev || !stored || strcmp(stored_prev, prev) != 0 ||
+		    strcmp(stored, hash) != 0) {
+			*first_bad = sqlite3_column_int64(s, 0);
+			break;
+		}
+		snprintf(prev, sizeof(prev), "%s", stored);
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
 		return UV_EIO;
 	}

@@ -71,4 +71,18 @@ grep -q '"status": "AFFECTED"' "$WORK/host.json" || fail "exfleetctl host --json
 # An unknown host is an error that names it.
 ctl host NOSUCH >/dev/null 2>"$WORK/err.out" && fail "exfleetctl host NOSUCH succeeded"
 grep -q "no host 'NOSUCH'" "$WORK/err.out" || fail "$(cat "$WORK/err.out")"
+# The audit log holds each submission, delivery, expiry and result, chained.
+ctl audit >"$WORK/audit.txt"
+for want in "admin .*command.submitted.*\"command_id\":\"$id\"" \
+	"$H1 .*command.result.*\"command_id\":\"$id\".*succeeded" \
+	"collector .*command.expired.*$id3" \
+	"$H1 .*command.result.*$id4.*signer 'vera' has role viewer.*rejected"; do
+	grep -q "$want" "$WORK/audit.txt" || fail "audit lacks '$want': $(cat "$WORK/audit.txt")"
+done
+ctl audit verify >"$WORK/verify.out" || fail "audit verify: $(cat "$WORK/verify.out")"
+grep -q "the audit log is whole" "$WORK/verify.out" || fail "$(cat "$WORK/verify.out")"
+# Someone edits an entry: verify names it and fails.
+sqlite3 "$F/collector.db" "UPDATE audit SET actor = 'mallory' WHERE id = 2"
+if ctl audit verify 2>"$WORK/verify.err"; then fail "audit verify missed an edited entry"; fi
+grep -q "entry 2 does not match the chain" "$WORK/verify.err" || fail "$(cat "$WORK/verify.err")"
 echo "relay: ok"
