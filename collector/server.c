@@ -180,16 +180,28 @@ static void pause_readers(struct server *srv, int pause)
 	}
 }
 
-/* Hands a message with records to the store; ownership of m goes with it.
- * The records are acknowledged once committed (server_committed). */
-static void submit(struct agent_conn *a, Exfleet__AgentMessage *m)
+/* Hands a message with records to the store; ownership of m (and of cert,
+ * OpenSSL-allocated DER) goes with it. The records are acknowledged once
+ * committed (server_committed). */
+static void submit_with_cert(struct agent_conn *a, Exfleet__AgentMessage *m, uint8_t *cert,
+			     size_t cert_len)
 {
 	struct server *srv = a->server;
 	struct store_write *w = calloc(1, sizeof(*w));
 	if (!w) {
 		exfleet__agent_message__free_unpacked(m, NULL);
+		OPENSSL_free(cert);
 		tls_conn_close(&a->conn, LOG_ERR, "out of memory");
 		return;
+	}
+	if (cert) {
+		/* The store frees with free(): copy out of OpenSSL's allocator. */
+		w->peer_cert = malloc(cert_len);
+		if (w->peer_cert) {
+			memcpy(w->peer_cert, cert, cert_len);
+			w->peer_cert_len = cert_len;
+		}
+		OPENSSL_free(cert);
 	}
 	snprintf(w->host_id, sizeof(w->host_id), "%s", a->host_id);
 	w->msg = m;
@@ -202,6 +214,11 @@ static void submit(struct agent_conn *a, Exfleet__AgentMessage *m)
 		srv->pauses++;
 		pause_readers(srv, 1);
 	}
+}
+
+static void submit(struct agent_conn *a, Exfleet__AgentMessage *m)
+{
+	submit_with_cert(a, m, NULL, 0);
 }
 
 void server_committed(struct store_write *w, void *arg)
@@ -226,6 +243,16 @@ void server_committed(struct store_write *w, void *arg)
 	}
 }
 
+/* A Hello goes to the store with the agent's certificate, which operators
+ * need to check the sealing key the Hello carries. */
+static void submit_hello(struct agent_conn *a, Exfleet__AgentMessage *m)
+{
+	X509 *cert = SSL_get0_peer_certificate(a->conn.ssl);
+	uint8_t *der = NULL;
+	int len = cert ? i2d_X509(cert, &der) : -1;
+	submit_with_cert(a, m, len > 0 ? der : NULL, len > 0 ? (size_t)len : 0);
+}
+
 static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len)
 {
 	struct agent_conn *a = c->data;
@@ -242,7 +269,7 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 			tls_conn_close(c, LOG_WARN, "protocol error: %s before Hello",
 				       wire_agent_kind(m));
 		} else if (on_hello(a, m->hello) == 0) {
-			submit(a, m);
+			submit_hello(a, m);
 			return;
 		}
 	} else {

@@ -20,7 +20,7 @@
 #include "status.h"
 
 /* The schema version this collector writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 struct store;
 
@@ -52,6 +52,8 @@ struct store_write {
 	char command_id[65];
 	const char *command_state;   /* a string literal: "delivered", "expired" */
 	int prune;                   /* or, with neither: a retention pass */
+	uint8_t *peer_cert;          /* with a Hello: the agent's certificate (DER), freed */
+	size_t peer_cert_len;
 	int64_t received_ms;
 	/* Set by the writer: the highest sequence stored for the host after
 	 * this write's transaction committed, and its outcome. */
@@ -138,6 +140,20 @@ int store_view(struct store *st, enum store_view view, const char *key, const ch
  * not check (0 when the chain is whole). */
 int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, char *err,
 		       size_t errlen);
+
+/* What an operator needs to seal a password to host_id: the agent's X25519
+ * public key, its signature by the agent's certificate key, and that
+ * certificate (DER), all from the agent's last Hello. malloc'd; UV_ENOENT
+ * when the host or its key is unknown (err says which). */
+int store_host_sealing(struct store *st, const char *host_id, uint8_t **pub, size_t *pub_len,
+		       uint8_t **sig, size_t *sig_len, uint8_t **cert, size_t *cert_len, char *err,
+		       size_t errlen);
+
+/* A command's state ("queued", "delivered", "succeeded", "failed",
+ * "rejected", "expired"), the agent's reason and its steps (a JSON array,
+ * malloc'd, NULL before a result). UV_ENOENT for an unknown id. */
+int store_command_outcome(struct store *st, const char *command_id, char *state,
+			  size_t state_len, char *reason, size_t reason_len, char **steps);
 
 /* Replaces the wave plan with these (host, wave, planned date) triples, in
  * one transaction: all or nothing. */

@@ -78,6 +78,8 @@ static const char *const migrations[] = {
 	"ALTER TABLE hosts ADD COLUMN repaired_at INTEGER;"
 	"ALTER TABLE hosts ADD COLUMN was_affected INTEGER NOT NULL DEFAULT 0;"
 	"CREATE INDEX hosts_by_status ON hosts (status);",
+	/* 3: the agent's certificate, so operators can check its sealing key */
+	"ALTER TABLE hosts ADD COLUMN agent_cert BLOB;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -101,6 +103,7 @@ enum {
 	ST_STATUS_HISTORY,
 	ST_COMMAND_STATE,
 	ST_COMMAND_RESULT,
+	ST_REPAIRED,
 	ST_PRUNE_AGE,
 	ST_PRUNE_HOSTS,
 	ST_PRUNE_HOST,
@@ -110,11 +113,11 @@ enum {
 static const char *const statements[ST_COUNT] = {
 	[ST_HELLO] =
 		"INSERT INTO hosts (host_id, site, wave, agent_version, platform, first_seen,"
-		" last_seen, spool_dropped, sealing_key, sealing_key_sig)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
+		" last_seen, spool_dropped, sealing_key, sealing_key_sig, agent_cert)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)"
 		" ON CONFLICT (host_id) DO UPDATE SET site = ?2, wave = ?3, agent_version = ?4,"
 		" platform = ?5, last_seen = ?6, spool_dropped = ?7, sealing_key = ?8,"
-		" sealing_key_sig = ?9",
+		" sealing_key_sig = ?9, agent_cert = COALESCE(?10, agent_cert)",
 	[ST_SNAPSHOT_INSERT] =
 		"INSERT OR IGNORE INTO snapshots (host_id, seq, observed_at, received_at, body)"
 		" VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -173,6 +176,11 @@ static const char *const statements[ST_COUNT] = {
 	[ST_COMMAND_RESULT] =
 		"UPDATE commands SET state = ?3, state_since = ?4 WHERE command_id = ?1"
 		" AND host_id = ?2",
+	/* A repair that succeeded starts the host's after-repair window. */
+	[ST_REPAIRED] =
+		"UPDATE hosts SET repaired_at = ?2 WHERE host_id = ?1 AND EXISTS (SELECT 1 FROM"
+		" commands WHERE command_id = ?3 AND action IN ('SET_SERVICE_CREDENTIALS',"
+		" 'REAPPLY_SERVICE_PACK'))",
 	/* Retention works in bounded chunks so the writer never stalls long. */
 	[ST_PRUNE_AGE] =
 		"DELETE FROM events WHERE (host_id, seq) IN (SELECT host_id, seq FROM events"
@@ -412,6 +420,10 @@ static int write_hello(struct store *st, const struct store_write *w, const Exfl
 	sqlite3_bind_int64(s, 7, (sqlite3_int64)h->spool_dropped);
 	bind_blob(s, 8, &h->sealing_public_key);
 	bind_blob(s, 9, &h->sealing_key_signature);
+	if (w->peer_cert_len)
+		sqlite3_bind_blob(s, 10, w->peer_cert, (int)w->peer_cert_len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 10);
 	return step(st, s);
 }
 
@@ -559,6 +571,14 @@ static int write_result(struct store *st, const struct store_write *w,
 	sqlite3_bind_int64(s, 4, w->received_ms);
 	if (step(st, s) < 0)
 		return -1;
+	if (r->status == EXFLEET__COMMAND_STATUS__COMMAND_SUCCEEDED) {
+		s = st->st[ST_REPAIRED];
+		sqlite3_bind_text(s, 1, w->host_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, r->finished_at_ms ? r->finished_at_ms : w->received_ms);
+		sqlite3_bind_text(s, 3, r->command_id, -1, SQLITE_STATIC);
+		if (step(st, s) < 0)
+			return -1;
+	}
 	/* Each result, and so each refusal with its reason, goes on record. */
 	json_t *d = json_pack("{s:s, s:s, s:s}", "command_id", r->command_id, "status", state,
 			      "reason", r->reason);
@@ -1019,6 +1039,7 @@ static void async_cb(uv_async_t *a)
 			st->committed_cb(w, st->arg);
 		if (w->msg)
 			exfleet__agent_message__free_unpacked(w->msg, NULL);
+		free(w->peer_cert);
 		free(w);
 		w = next;
 	}
@@ -1516,4 +1537,77 @@ int store_import_waves(struct store *st, const struct store_wave *plan, size_t n
 	exec(st->rdb, "ROLLBACK", ignored, sizeof(ignored));
 	snprintf(err, errlen, "%s: the plan was not imported (nothing changed): %s", st->path, why);
 	return UV_EIO;
+}
+
+int store_host_sealing(struct store *st, const char *host_id, uint8_t **pub, size_t *pub_len,
+		       uint8_t **sig, size_t *sig_len, uint8_t **cert, size_t *cert_len, char *err,
+		       size_t errlen)
+{
+	sqlite3_stmt *s;
+	*pub = *sig = *cert = NULL;
+	*pub_len = *sig_len = *cert_len = 0;
+	if (sqlite3_prepare_v2(st->rdb,
+			       "SELECT sealing_key, sealing_key_sig, agent_cert FROM hosts"
+			       " WHERE host_id = ?1",
+			       -1, &s, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
+		return UV_EIO;
+	}
+	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		snprintf(err, errlen, "no host '%s' in %s", host_id, st->path);
+		return UV_ENOENT;
+	}
+	uint8_t **out[] = {pub, sig, cert};
+	size_t *lens[] = {pub_len, sig_len, cert_len};
+	for (int i = 0; i < 3; i++) {
+		int n = sqlite3_column_bytes(s, i);
+		if (n <= 0)
+			continue;
+		*out[i] = malloc((size_t)n);
+		if (!*out[i])
+			break;
+		memcpy(*out[i], sqlite3_column_blob(s, i), (size_t)n);
+		*lens[i] = (size_t)n;
+	}
+	sqlite3_finalize(s);
+	if (!*pub_len || !*sig_len || !*cert_len) {
+		free(*pub);
+		free(*sig);
+		free(*cert);
+		*pub = *sig = *cert = NULL;
+		snprintf(err, errlen,
+			 "host '%s' has not sent a sealing key yet (an older agent, or it never "
+			 "connected)",
+			 host_id);
+		return UV_ENOENT;
+	}
+	return 0;
+}
+
+int store_command_outcome(struct store *st, const char *command_id, char *state,
+			  size_t state_len, char *reason, size_t reason_len, char **steps)
+{
+	sqlite3_stmt *s;
+	*steps = NULL;
+	if (sqlite3_prepare_v2(st->rdb,
+			       "SELECT c.state, r.reason, r.steps FROM commands c LEFT JOIN"
+			       " command_results r ON r.command_id = c.command_id AND"
+			       " r.host_id = c.host_id WHERE c.command_id = ?1",
+			       -1, &s, NULL) != SQLITE_OK)
+		return UV_EIO;
+	sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(s, 0);
+		const char *why = (const char *)sqlite3_column_text(s, 1);
+		const char *st_json = (const char *)sqlite3_column_text(s, 2);
+		snprintf(state, state_len, "%s", t ? t : "");
+		snprintf(reason, reason_len, "%s", why ? why : "");
+		*steps = st_json ? strdup(st_json) : NULL;
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : UV_ENOENT;
 }
