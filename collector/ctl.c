@@ -13,6 +13,7 @@ static const struct ctl_command commands[] = {
     {"queue", ctl_queue, "queue a RESCAN or RESTART_SERVICES command for a host"},
     {"waves", ctl_waves, "import the wave plan (CSV) or list the waves"},
     {"report", ctl_report, "the wave report: table, CSV, JSON or a standalone HTML page"},
+    {"repair", ctl_repair, "repair hosts after dcpromo (KB Q255269) with signed commands"},
     {"audit", ctl_audit, "the audit log of commands and results; verify its hash chain"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

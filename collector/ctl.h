@@ -32,5 +32,6 @@ int ctl_queue(int argc, char **argv);
 int ctl_waves(int argc, char **argv);
 int ctl_report(int argc, char **argv);
 int ctl_audit(int argc, char **argv);
+int ctl_repair(int argc, char **argv);
 
 #endif
