@@ -42,7 +42,16 @@ struct agent_config {
 	char *replay_cache;
 	uint64_t restart_timeout_ms;
 	uint64_t clock_skew_ms;      /* how far a command's times may be off */
+	char *sealing_key;           /* X25519 key sealed passwords are opened with */
+	struct config_list commands_enabled; /* action names, agent_action_names */
+	struct config_list allowed_rights;   /* what GRANT_RIGHTS may grant */
+	char *service_pack_installer;        /* REAPPLY_SERVICE_PACK runs only this */
+	char *service_pack_args;
 };
+
+/* The actions [commands] enabled may name (lower case), NULL-terminated:
+ * each is its Command action's name ("grant_rights" is GRANT_RIGHTS). */
+extern const char *const agent_action_names[];
 
 /* Loads and checks path; on failure err names file, line and key. */
 int agent_config_load(const char *path, struct agent_config *cfg, struct config_error *err);

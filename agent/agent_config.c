@@ -1,5 +1,7 @@
 /* The agent's configuration file (agent.ini). */
+#include <ctype.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "agent.h"
 #include "frame.h"
@@ -67,13 +69,67 @@ static const struct config_key agent_keys[] = {
 	  3600000, "how long a restarted service may take to reach RUNNING"),
 	K("commands", "clock_skew", CONFIG_DURATION, clock_skew_ms, 0, "5m", 0, 86400000,
 	  "allowed difference between this host's clock and a command's times"),
+	K("commands", "enabled", CONFIG_LIST, commands_enabled, 0,
+	  "rescan, restart_services, verify_credentials, grant_rights, set_service_credentials, "
+	  "reapply_service_pack",
+	  0, 0, "actions this agent runs; others are answered REJECTED"),
+	K("commands", "allowed_rights", CONFIG_LIST, allowed_rights, 0,
+	  "SeServiceLogonRight, SeTcbPrivilege, SeRestorePrivilege", 0, 0,
+	  "the only rights GRANT_RIGHTS may grant"),
+	K("commands", "sealing_key", CONFIG_PATH, sealing_key, 0, NULL, 0, 0,
+	  "X25519 key for sealed passwords, made at first start, mode 0600 "
+	  "(default: sealing.key in the spool dir)"),
+	K("commands", "service_pack_installer", CONFIG_PATH, service_pack_installer, 0, NULL, 0,
+	  0, "REAPPLY_SERVICE_PACK runs this installer; unset: the action is refused"),
+	K("commands", "service_pack_args", CONFIG_STRING, service_pack_args, 0, NULL, 0, 0,
+	  "the installer's arguments, e.g. for an unattended install"),
+};
+
+const char *const agent_action_names[] = {
+	"rescan",
+	"restart_services",
+	"verify_credentials",
+	"grant_rights",
+	"set_service_credentials",
+	"reapply_service_pack",
+	NULL,
 };
 
 #define NKEYS (sizeof(agent_keys) / sizeof(agent_keys[0]))
 
+static int action_known(const char *name)
+{
+	for (size_t i = 0; agent_action_names[i]; i++) {
+		const char *a = agent_action_names[i], *b = name;
+		while (*a && tolower((unsigned char)*a) == tolower((unsigned char)*b)) {
+			a++;
+			b++;
+		}
+		if (!*a && !*b)
+			return 1;
+	}
+	return 0;
+}
+
 int agent_config_load(const char *path, struct agent_config *cfg, struct config_error *err)
 {
-	return config_load(path, agent_keys, NKEYS, cfg, err);
+	int rc = config_load(path, agent_keys, NKEYS, cfg, err);
+	if (rc < 0)
+		return rc;
+	/* A misspelt action would silently stay disabled: refuse it here, so
+	 * --check finds it. */
+	for (size_t i = 0; i < cfg->commands_enabled.count; i++)
+		if (!action_known(cfg->commands_enabled.items[i])) {
+			if (err)
+				snprintf(err->msg, sizeof(err->msg),
+					 "%s: [commands] enabled: '%s' is not an action; the "
+					 "actions are rescan, restart_services, "
+					 "verify_credentials, grant_rights, "
+					 "set_service_credentials, reapply_service_pack",
+					 path, cfg->commands_enabled.items[i]);
+			return UV_EINVAL;
+		}
+	return 0;
 }
 
 void agent_config_free(struct agent_config *cfg)

@@ -122,7 +122,7 @@ static void send_hello(struct agent_session *s)
 		wave.value = cfg->wave;
 		labels[nlabels++] = &wave;
 	}
-	char *caps[] = {"spool", "commands"};
+	char *caps[] = {"spool", "commands", "seal-x25519"};
 	Exfleet__Hello h = EXFLEET__HELLO__INIT;
 	h.protocol_version = WIRE_PROTOCOL_VERSION;
 	h.host_id = cfg->host_id;
@@ -133,6 +133,16 @@ static void send_hello(struct agent_session *s)
 	h.spool_dropped = spool_dropped(s->spool);
 	h.n_capabilities = sizeof(caps) / sizeof(caps[0]);
 	h.capabilities = caps;
+	/* In every Hello, so the collector always has the key in use, also
+	 * after the file was removed and a new key made at start. */
+	if (s->commands && s->commands->seal_key) {
+		h.sealing_public_key.data = s->commands->seal_public;
+		h.sealing_public_key.len = SEAL_KEY_LEN;
+		h.sealing_key_signature.data = s->commands->seal_signature;
+		h.sealing_key_signature.len = s->commands->seal_signature_len;
+	} else {
+		h.n_capabilities--; /* no key: nothing can be sealed to this agent */
+	}
 	h.n_labels = nlabels;
 	h.labels = labels;
 	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;

@@ -275,9 +275,11 @@ static void check_step(struct repair *r, struct host_plan *h, int64_t deadline)
 		snprintf(state, sizeof(state), "timed out");
 	}
 	h->failed = 1;
+	/* The agent's reason names the step, its target and the Win32 error. */
 	snprintf(h->failure, sizeof(h->failure), "%s %s: %s", step_names[h->step], state,
 		 reason[0] ? reason : "no reason given");
-	printf("  %-10s %-24s FAILED: %s\n", h->host_id, step_names[h->step], h->failure);
+	printf("  %-10s %-24s %s: %s\n", h->host_id, step_names[h->step], state,
+	       reason[0] ? reason : "no reason given");
 }
 
 /* Runs the plans of hosts [from, to) together until each is done or failed. */

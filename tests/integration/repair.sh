@@ -1,0 +1,67 @@
+#!/bin/sh
+# The central repair, end to end: wave 1 is promoted and AFFECTED; a wrong
+# password stops at verify-credentials (1326) with nothing changed; exfleetctl
+# repair with the right one brings the hosts back (REPAIRED, or
+# NEEDS_SP_REINSTALL while POP3 users still fail, then --service-pack), and
+# the password appears in no collector or agent file.
+. "$(dirname "$0")/lib.sh"
+
+F=$WORK/fleet
+"$BIN/exfleet-sim" create "$F" --hosts 3 --waves 1 --seed 21 --local-account-share 0 \
+	--collector 127.0.0.1:9 --collector-name localhost >"$WORK/create.log"
+: >"$WORK/collector.log"
+run_collector "$F/collector.ini"
+hosts=$(cd "$F/hosts" && ls | sed 's/\.json$//')
+for h in $hosts; do
+	sed -i "s/^address = .*/address = 127.0.0.1:$PORT/" "$F/agents/$h.ini"
+	printf '\n[commands]\nservice_pack_installer = /opt/exchange/sp3/update.exe\n' \
+		>>"$F/agents/$h.ini"
+	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
+done
+wait_sql "$F/collector.db" "SELECT COUNT(*) FROM hosts WHERE sealing_key IS NOT NULL" 3
+ctl() { "$BIN/exfleetctl" "$@" --store "$F/collector.db"; }
+signer="--operator-cert $F/pki/operator/admin.crt --operator-key $F/pki/operator/admin.key"
+signer="$signer --ca $F/pki/ca.crt --crl $F/pki/crl.pem"
+status_of() { sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$1'"; }
+
+dcs=$(grep -l '"role": "\(backup\|primary\)_dc"' "$F"/hosts/*.json | sed 's|.*/||; s/\.json$//' || true)
+set -- $(echo "$hosts" | grep -vxF "${dcs:-NONE}")
+H1=$1
+for h in "$@"; do "$BIN/exfleet-sim" dcpromo "$F/hosts/$h.json" >/dev/null; done
+wait_sql "$F/collector.db" "SELECT COUNT(*) FROM hosts WHERE status = 'AFFECTED'" $#
+
+# A wrong password: the plan stops at verify-credentials, the host is unchanged.
+cp "$F/hosts/$H1.json" "$WORK/before.json"
+echo "not-the-password" >"$WORK/wrong.txt"
+if ctl repair --host "$H1" --account 'CORP\exsvc' --password-file "$WORK/wrong.txt" $signer \
+	>"$WORK/wrong.out" 2>&1; then
+	fail "a repair with a wrong password succeeded"
+fi
+grep -q "verify-credentials failed: .*1326" "$WORK/wrong.out" || fail "$(cat "$WORK/wrong.out")"
+cmp -s "$WORK/before.json" "$F/hosts/$H1.json" || fail "a failed verification changed the host"
+
+# The repair: dry run first, then for real.
+ctl repair --status AFFECTED --account 'CORP\exsvc' --dry-run >"$WORK/dry.out"
+grep -q "^$H1: verify-credentials CORP\\\\exsvc; grant-rights" "$WORK/dry.out" || fail "$(cat "$WORK/dry.out")"
+ctl repair --status AFFECTED --account 'CORP\exsvc' --password-file "$F/exsvc.password" \
+	--canary 1 $signer >"$WORK/repair.out" 2>&1 || fail "repair: $(cat "$WORK/repair.out")"
+grep -q "$# hosts: $# repaired, 0 failed" "$WORK/repair.out" || fail "$(cat "$WORK/repair.out")"
+for h in "$@"; do wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$h'" REPAIRED; done
+
+# POP3 users still fail on H1 until the service pack is reapplied.
+"$BIN/exfleet-sim" logon "$F/hosts/$H1.json" --pop3 5 --imap 0 >/dev/null
+wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" NEEDS_SP_REINSTALL
+ctl repair --service-pack --host "$H1" $signer >"$WORK/sp.out" 2>&1 || fail "$(cat "$WORK/sp.out")"
+wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" REPAIRED
+"$BIN/exfleet-sim" logon "$F/hosts/$H1.json" --pop3 5 --imap 0 >/dev/null
+sleep 2
+[ "$(status_of "$H1")" = REPAIRED ] || fail "after the service pack: $(status_of "$H1")"
+
+# The password is in no file the collector or the agents wrote.
+password=$(head -n 1 "$F/exsvc.password")
+if grep -rlaF "$password" "$F" "$WORK"/*.log | grep -v "exsvc.password$"; then
+	fail "the password was found in the files above"
+fi
+ctl report waves >"$WORK/report.txt"
+grep -q "REPAIRED" "$WORK/report.txt" || fail "report: $(head -20 "$WORK/report.txt")"
+echo "repair: ok"
