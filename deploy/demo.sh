@@ -89,9 +89,19 @@ first=$(echo "$wave1" | head -n 1)
 say "One host in detail (exfleetctl host $first)"
 ctl host "$first" | sed -n '1,/^recent events/p' | cut -c1-150
 
-say "The wave report (exfleetctl waves import, exfleetctl report waves)"
+say "The wave report before the repair (exfleetctl waves import, report waves)"
 ctl waves import "$dir/waves.csv"
-ctl report waves | sed -n '1,/^Hosts that need attention/p' | cut -c1-150
+ctl report waves | sed -n '1,/^Hosts that need attention/p' | grep -v '^Hosts that need' | cut -c1-150
+
+say "The repair of wave 1 (exfleetctl repair --wave 1, signed by operator 'admin')"
+ctl repair --wave 1 --account 'CORP\exsvc' --password-file "$dir/exsvc.password" \
+	--canary 3 --max-failure-rate 0 --operator-cert "$dir/pki/operator/admin.crt" \
+	--operator-key "$dir/pki/operator/admin.key" --ca "$dir/pki/ca.crt" \
+	--crl "$dir/pki/crl.pem" | grep -v ' ok$' || true
+sleep 2
+
+say "The wave report after the repair"
+ctl report waves | sed -n '1,/^Hosts that need attention/p' | grep -v '^Hosts that need' | cut -c1-150
 ctl report waves --format html --output "$dir/wave-report.html"
 
 cleanup
