@@ -6,13 +6,15 @@
 
 #include "collector.h"
 #include "log.h"
+#include "sign.h"
 #include "util.h"
 #include "wire.h"
 
 #define POLL_MS 1000
+#define RELAY_SKEW_MS 300000
 #define RELAY_MAX 100000
 
-/* Sends c on the host's session; 0 when it went out. */
+/* Sends c on the host's session; 0 when it went out (or was refused). */
 static int deliver(struct relay *r, const struct relay_command *c)
 {
 	struct agent_conn *a = hostmap_get(&r->srv->sessions, c->host_id);
@@ -23,6 +25,25 @@ static int deliver(struct relay *r, const struct relay_command *c)
 		log_err("relay: command %s is not a valid envelope; marked failed", c->id);
 		store_command_state(r->store, c->id, "failed");
 		return 0;
+	}
+	/* Defence in depth: whatever put it in the store, a command that the
+	 * agent would refuse (not an operator's signature, another host's,
+	 * expired) goes no further. */
+	if (r->verifier) {
+		Exfleet__CommandBody *body = NULL;
+		char signer[SIGN_OPERATOR_MAX] = "", reason[256];
+		int rc = sign_verify_command(r->verifier, cmd, c->host_id, util_now_ms(),
+					     RELAY_SKEW_MS, &body, signer, reason, sizeof(reason));
+		if (body)
+			exfleet__command_body__free_unpacked(body, NULL);
+		if (rc < 0) {
+			log_warn("relay: command %s for %s refused, not delivered: %s", c->id,
+				 c->host_id, reason);
+			store_command_state(r->store, c->id,
+					    rc == UV_ETIMEDOUT ? "expired" : "rejected");
+			exfleet__command__free_unpacked(cmd, NULL);
+			return 0;
+		}
 	}
 	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
 	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_COMMAND;

@@ -1,7 +1,8 @@
 /* The command relay: commands wait here for their host and go out on its
  * session the moment it is welcomed, or at once when it is online; the
  * collector never creates or alters a command, it only carries the
- * envelope an operator made. States: queued -> delivered -> succeeded,
+ * envelope an operator made, after checking its signature as the agent
+ * will (a command the agent would refuse is marked rejected here). States: queued -> delivered -> succeeded,
  * failed, rejected (the agent's result) or expired (never delivered in time). */
 #ifndef EXFLEET_RELAY_H
 #define EXFLEET_RELAY_H
@@ -12,6 +13,7 @@
 #include <uv.h>
 
 struct server;
+struct sign_verifier;
 struct store;
 
 struct relay_command {
@@ -30,6 +32,7 @@ struct relay {
 	size_t nqueued;
 	int64_t after;          /* store row of the newest command taken */
 	uv_timer_t timer;       /* picks up new commands, expires old ones */
+	struct sign_verifier *verifier; /* NULL: delivered unchecked */
 	uint64_t delivered, expired;
 };
 

@@ -7,6 +7,7 @@
 #include "collector.h"
 #include "log.h"
 #include "pki.h"
+#include "sign.h"
 #include "util.h"
 #include "wire.h"
 
@@ -479,6 +480,11 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 	snprintf(srv->bound, sizeof(srv->bound), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
 		 ntohs(((struct sockaddr_in *)&ss)->sin_port));
 	relay_init(&srv->relay, loop, srv, store);
+	if (cfg->ca_file) {
+		srv->relay.verifier = sign_verifier_new(cfg->ca_file, cfg->crl_file, err, errlen);
+		if (!srv->relay.verifier)
+			log_warn("relay: commands will not be checked before delivery: %s", err);
+	}
 	uv_timer_init(loop, &srv->sweep);
 	srv->sweep.data = srv;
 	uv_timer_start(&srv->sweep, sweep_cb, 1000, 1000);
@@ -492,6 +498,8 @@ void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv))
 	uv_close((uv_handle_t *)&srv->listener, NULL);
 	uv_timer_stop(&srv->sweep);
 	relay_close(&srv->relay);
+	sign_verifier_free(srv->relay.verifier);
+	srv->relay.verifier = NULL;
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
 		tls_conn_close(&a->conn, LOG_DEBUG, "collector stopping");

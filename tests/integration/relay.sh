@@ -49,13 +49,16 @@ start a2 "$BIN/exfleet-agent" --config "$F/agents/$H2.ini"
 wait_state "$id2" succeeded
 [ "$(state "$id3")" = expired ] || fail "an expired command went out"
 
-# A viewer's signature does not make a command run: the agent says why.
+# A viewer's signature does not make a command run: the collector checks it
+# as the agent would and does not deliver it (the agent's own refusal is
+# tested in test_command).
 "$BIN/exfleetctl" pki issue operator vera --role viewer --dir "$F/pki" >/dev/null
 id4=$(ctl queue "$H1" rescan --operator-cert "$F/pki/viewer/vera.crt" \
 	--operator-key "$F/pki/viewer/vera.key")
 wait_state "$id4" rejected
-reason=$(sql "$F/collector.db" "SELECT reason FROM command_results WHERE command_id = '$id4'")
-[ "$reason" = "signer 'vera' has role viewer, not operator" ] || fail "viewer command: $reason"
+grep -q "command $id4 for $H1 refused, not delivered: signer 'vera' has role viewer, not operator" \
+	"$WORK/collector.log" || fail "the collector did not say why it refused $id4"
+grep -q "command $id4 delivered" "$WORK/collector.log" && fail "a viewer's command was delivered"
 # Unsigned is refused by exfleetctl itself.
 ctl queue "$H1" rescan 2>"$WORK/unsigned.err" && fail "an unsigned command was queued"
 grep -q "commands are signed" "$WORK/unsigned.err" || fail "$(cat "$WORK/unsigned.err")"
@@ -76,7 +79,7 @@ ctl audit >"$WORK/audit.txt"
 for want in "admin .*command.submitted.*\"command_id\":\"$id\"" \
 	"$H1 .*command.result.*\"command_id\":\"$id\".*succeeded" \
 	"collector .*command.expired.*$id3" \
-	"$H1 .*command.result.*$id4.*signer 'vera' has role viewer.*rejected"; do
+	"collector .*command.rejected.*$id4"; do
 	grep -q "$want" "$WORK/audit.txt" || fail "audit lacks '$want': $(cat "$WORK/audit.txt")"
 done
 ctl audit verify >"$WORK/verify.out" || fail "audit verify: $(cat "$WORK/verify.out")"

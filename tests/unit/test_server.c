@@ -177,6 +177,11 @@ static void world_start(struct world *w)
 	snprintf(ca, sizeof(ca), "%s/ca.crt", pki_dir);
 	snprintf(crl, sizeof(crl), "%s/crl.pem", pki_dir);
 	struct tls_config tc = {ca, crt, key, crl, 0};
+	static char ca_copy[700], crl_copy[700];
+	snprintf(ca_copy, sizeof(ca_copy), "%s", ca);
+	snprintf(crl_copy, sizeof(crl_copy), "%s", crl);
+	w->cfg.ca_file = ca_copy;
+	w->cfg.crl_file = crl_copy;
 	if (tls_ctx_new(&w->server_ctx, 1, &tc, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	struct store_options so;
