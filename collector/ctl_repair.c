@@ -389,6 +389,12 @@ out:
 	free(der);
 }
 
+static void status_cb(const struct store_row *row, void *arg)
+{
+	const char *status = column(row, "status");
+	snprintf(arg, 32, "%s", status ? status : "");
+}
+
 static size_t failures(const struct repair *r, size_t from, size_t to)
 {
 	size_t n = 0;
@@ -596,9 +602,25 @@ summary:;
 	for (size_t i = 0; i < r.n; i++)
 		if (r.hosts[i].failed)
 			printf("  %s: %s\n", r.hosts[i].host_id, r.hosts[i].failure);
-	if (!r.service_pack)
-		printf("If POP3/IMAP still fail on a repaired host, it becomes NEEDS_SP_REINSTALL: "
-		       "run exfleetctl repair --service-pack for it.\n");
+	if (!r.service_pack) {
+		/* Hosts whose POP3/IMAP users still fail need the service pack. */
+		size_t sp = 0;
+		for (size_t i = 0; i < r.n; i++) {
+			char host_status[32] = "";
+			store_view(r.st, STORE_HOST, r.hosts[i].host_id, NULL, NULL, status_cb,
+				   host_status, err, sizeof(err));
+			if (strcmp(host_status, "NEEDS_SP_REINSTALL") == 0) {
+				printf("  %s: POP3/IMAP still fail: run exfleetctl repair "
+				       "--service-pack --host %s\n",
+				       r.hosts[i].host_id, r.hosts[i].host_id);
+				sp++;
+			}
+		}
+		if (sp == 0)
+			printf("If POP3/IMAP keep failing on a repaired host, it becomes "
+			       "NEEDS_SP_REINSTALL: then run exfleetctl repair --service-pack for "
+			       "it.\n");
+	}
 	rc = failed || done < r.n ? CTL_FAILED : CTL_OK;
 out:
 	OPENSSL_cleanse(r.password, sizeof(r.password));
