@@ -40,7 +40,9 @@ fuzz: deps
 
 bench: build
 	@mkdir -p build/bench
-	@sh tests/bench/agent.sh build/bin build/bench/agent.json
+	@sh tests/bench/agent.sh build/bin build/bench/agent.json >build/bench/agent.txt
+	@sh tests/bench/collector.sh --agent-json build/bench/agent.json --keep build/bench/raw \
+		build/bin build/bench/results.json
 
 # Windows agent, cross-built with MinGW-w64 (deploy/windows/README.md).
 windows: deps

@@ -68,7 +68,7 @@ static void command_free(struct relay_command *c)
 static void relay_flush(struct relay *r, const char *only_host)
 {
 	int64_t now = util_now_ms();
-	struct relay_command **pp = &r->queued;
+	struct relay_command **pp = &r->queued, *prev = NULL;
 	while (*pp) {
 		struct relay_command *c = *pp;
 		int gone = 0;
@@ -83,9 +83,12 @@ static void relay_flush(struct relay *r, const char *only_host)
 		}
 		if (gone) {
 			*pp = c->next;
+			if (r->queued_tail == c)
+				r->queued_tail = prev;
 			r->nqueued--;
 			command_free(c);
 		} else {
+			prev = c;
 			pp = &c->next;
 		}
 	}
@@ -110,10 +113,11 @@ static void take_cb(const struct store_command *sc, void *arg)
 	memcpy(c->envelope, sc->envelope, sc->len);
 	c->len = sc->len;
 	/* Append: commands for a host go out in the order they were made. */
-	struct relay_command **pp = &r->queued;
-	while (*pp)
-		pp = &(*pp)->next;
-	*pp = c;
+	if (r->queued_tail)
+		r->queued_tail->next = c;
+	else
+		r->queued = c;
+	r->queued_tail = c;
 	r->nqueued++;
 }
 
@@ -152,5 +156,6 @@ void relay_close(struct relay *r)
 		command_free(r->queued);
 		r->queued = next;
 	}
+	r->queued_tail = NULL;
 	r->nqueued = 0;
 }

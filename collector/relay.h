@@ -28,7 +28,7 @@ struct relay_command {
 struct relay {
 	struct server *srv;
 	struct store *store;
-	struct relay_command *queued;
+	struct relay_command *queued, *queued_tail;
 	size_t nqueued;
 	int64_t after;          /* store row of the newest command taken */
 	uv_timer_t timer;       /* picks up new commands, expires old ones */

@@ -602,7 +602,11 @@ static int affects_status(const struct store *st, const Exfleet__AgentMessage *m
 	case EXFLEET__AGENT_MESSAGE__MSG_EVENTS:
 		for (size_t i = 0; i < m->events->n_events; i++) {
 			const Exfleet__Event *e = m->events->events[i];
-			if (strcmp(e->source, "Service Control Manager") == 0)
+			/* Only the SCM failures the rules read: routine SCM events
+			 * (7036, a service changed state) are most of the traffic. */
+			if ((e->event_id == 7000 || e->event_id == 7013 || e->event_id == 7038 ||
+			     e->event_id == 7041) &&
+			    strcmp(e->source, "Service Control Manager") == 0)
 				return 1;
 			for (size_t k = 0; k < st->rules.n_auth; k++)
 				if (e->event_id == st->rules.auth[k].event_id &&

@@ -12,6 +12,7 @@ libuv1-dev libssl-dev openssl
 libprotobuf-c-dev protobuf-c-compiler
 libcmocka-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev libh2o-dev
 clang libclang-rt-14-dev
+jq
 "
 
 check_only=0
