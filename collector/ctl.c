@@ -4,7 +4,14 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "store.h"
+#include "util.h"
 
 static const struct ctl_command commands[] = {
     {"pki", ctl_pki, "create the deployment's CA, issue, revoke and list certificates"},
@@ -97,4 +104,51 @@ int main(int argc, char **argv)
 	if (!cmd)
 		return ctl_usage_error(argv[1], NULL, "unknown command");
 	return cmd->fn(argc - 1, argv + 1);
+}
+
+const char *ctl_value(const struct store_row *row, const char *name)
+{
+	for (int i = 0; i < row->n; i++)
+		if (strcmp(row->names[i], name) == 0)
+			return row->values[i];
+	return NULL;
+}
+
+int64_t ctl_value_int(const struct store_row *row, const char *name)
+{
+	const char *v = ctl_value(row, name);
+	return v ? strtoll(v, NULL, 10) : 0;
+}
+
+int ctl_open_store(const char *what, const char *path, struct store **st)
+{
+	char err[512];
+	if (store_open_reader(st, path, err, sizeof(err)) < 0)
+		return ctl_fail(what, "%s", err);
+	return CTL_OK;
+}
+
+int ctl_load_operator(const char *what, const char *cert_file, const char *key_file,
+		      X509 **cert, EVP_PKEY **key)
+{
+	char err[512];
+	*cert = NULL;
+	*key = NULL;
+	if (util_check_private_file(key_file, err, sizeof(err)) < 0)
+		return ctl_fail(what, "%s", err);
+	FILE *f = fopen(cert_file, "r");
+	*cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	if (!*cert)
+		return ctl_fail(what, "%s: not a PEM certificate (or cannot be read)", cert_file);
+	f = fopen(key_file, "r");
+	*key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	if (!*key)
+		return ctl_fail(what, "%s: not a PEM private key (or cannot be read)", key_file);
+	if (X509_check_private_key(*cert, *key) != 1)
+		return ctl_fail(what, "%s does not belong to %s", key_file, cert_file);
+	return CTL_OK;
 }

@@ -4,6 +4,8 @@
 #ifndef EXFLEET_CTL_H
 #define EXFLEET_CTL_H
 
+#include <stdint.h>
+
 #include "log.h" /* LOG_PRINTF */
 
 enum ctl_exit { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
@@ -24,6 +26,22 @@ int ctl_fail(const char *what, const char *fmt, ...) LOG_PRINTF(2, 3);
 int ctl_wants_help(int argc, char **argv);
 /* Finds name in a table of count commands; NULL when there is none. */
 const struct ctl_command *ctl_find(const struct ctl_command *table, size_t count, const char *name);
+
+struct store;
+struct store_row;
+typedef struct x509_st X509;
+typedef struct evp_pkey_st EVP_PKEY;
+
+/* A column of a store row by name; NULL when absent or SQL NULL. */
+const char *ctl_value(const struct store_row *row, const char *name);
+int64_t ctl_value_int(const struct store_row *row, const char *name);
+/* Opens the collector's store file to read (and queue commands); prints
+ * the reason and returns CTL_FAILED when it cannot. */
+int ctl_open_store(const char *what, const char *path, struct store **st);
+/* The operator's PEM certificate and private key (refused when others can
+ * read the key, or when they do not match); prints the reason on failure. */
+int ctl_load_operator(const char *what, const char *cert_file, const char *key_file,
+		      X509 **cert, EVP_PKEY **key);
 
 int ctl_pki(int argc, char **argv);
 int ctl_hosts(int argc, char **argv);

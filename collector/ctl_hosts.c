@@ -46,20 +46,6 @@ static const char queue_usage[] =
 	"runs it only if the certificate is an operator's (not a viewer's) from the\n"
 	"deployment CA and not revoked. Prints the command id.\n";
 
-static const char *value(const struct store_row *row, const char *name)
-{
-	for (int i = 0; i < row->n; i++)
-		if (strcmp(row->names[i], name) == 0)
-			return row->values[i];
-	return NULL;
-}
-
-static int64_t value_int(const struct store_row *row, const char *name)
-{
-	const char *v = value(row, name);
-	return v ? strtoll(v, NULL, 10) : 0;
-}
-
 static const char *when(int64_t ms, char *buf, size_t len)
 {
 	if (ms <= 0)
@@ -70,7 +56,7 @@ static const char *when(int64_t ms, char *buf, size_t len)
 
 static const char *connectivity(const struct store_row *row)
 {
-	int64_t seen = value_int(row, "last_seen");
+	int64_t seen = ctl_value_int(row, "last_seen");
 	return connectivity_name(connectivity_of(seen, 1, util_now_ms(), HEARTBEAT_MS));
 }
 
@@ -123,22 +109,12 @@ static void host_line_cb(const struct store_row *row, void *arg)
 		return;
 	}
 	char since[32], evidence[256];
-	first_evidence(value(row, "evidence"), evidence, sizeof(evidence));
-	const char *wave = value(row, "wave");
-	const char *site = value(row, "site");
-	printf("%-12s %-6s %-10s %-18s %-10s %-20s %s\n", value(row, "host_id"), wave ? wave : "-",
-	       site ? site : "-", value(row, "status"), connectivity(row),
-	       when(value_int(row, "status_since"), since, sizeof(since)), evidence);
-}
-
-static int open_store(const char *what, const char *path, struct store **st)
-{
-	char err[512];
-	if (store_open_reader(st, path, err, sizeof(err)) < 0) {
-		ctl_fail(what, "%s", err);
-		return CTL_FAILED;
-	}
-	return CTL_OK;
+	first_evidence(ctl_value(row, "evidence"), evidence, sizeof(evidence));
+	const char *wave = ctl_value(row, "wave");
+	const char *site = ctl_value(row, "site");
+	printf("%-12s %-6s %-10s %-18s %-10s %-20s %s\n", ctl_value(row, "host_id"),
+	       wave ? wave : "-", site ? site : "-", ctl_value(row, "status"), connectivity(row),
+	       when(ctl_value_int(row, "status_since"), since, sizeof(since)), evidence);
 }
 
 int ctl_hosts(int argc, char **argv)
@@ -184,7 +160,7 @@ int ctl_hosts(int argc, char **argv)
 		status = canonical;
 	}
 	struct store *st;
-	if (open_store("hosts", path, &st) != CTL_OK)
+	if (ctl_open_store("hosts", path, &st) != CTL_OK)
 		return CTL_FAILED;
 	struct listing l = {json ? json_array() : NULL, 0};
 	if (!json)
@@ -323,7 +299,7 @@ int ctl_host(int argc, char **argv)
 		return ctl_usage_error("host", "host", "name one HOST_ID");
 	const char *id = argv[optind];
 	struct store *st;
-	if (open_store("host", path, &st) != CTL_OK)
+	if (ctl_open_store("host", path, &st) != CTL_OK)
 		return CTL_FAILED;
 	static const struct {
 		enum store_view view;
@@ -374,38 +350,6 @@ out:
 }
 
 /* ---- queue ---- */
-
-/* The operator's certificate and key; the key must be private. */
-static int load_operator(const char *cert_file, const char *key_file, X509 **cert,
-			 EVP_PKEY **key)
-{
-	char err[512];
-	if (util_check_private_file(key_file, err, sizeof(err)) < 0) {
-		ctl_fail("queue", "%s", err);
-		return -1;
-	}
-	FILE *f = fopen(cert_file, "r");
-	*cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-	if (f)
-		fclose(f);
-	if (!*cert) {
-		ctl_fail("queue", "%s: not a PEM certificate (or cannot be read)", cert_file);
-		return -1;
-	}
-	f = fopen(key_file, "r");
-	*key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
-	if (f)
-		fclose(f);
-	if (!*key) {
-		ctl_fail("queue", "%s: not a PEM private key (or cannot be read)", key_file);
-		return -1;
-	}
-	if (X509_check_private_key(*cert, *key) != 1) {
-		ctl_fail("queue", "%s does not belong to %s", key_file, cert_file);
-		return -1;
-	}
-	return 0;
-}
 
 static int parse_duration_ms(const char *s, int64_t *ms)
 {
@@ -501,7 +445,7 @@ int ctl_queue(int argc, char **argv)
 	size_t elen = 0;
 	int rc = CTL_FAILED;
 	char err[512];
-	if (load_operator(cert_file, key_file, &cert, &key) < 0)
+	if (ctl_load_operator("queue", cert_file, key_file, &cert, &key) != CTL_OK)
 		goto out;
 	if (sign_command(&body, key, cert, &cmd, err, sizeof(err)) < 0) {
 		ctl_fail("queue", "%s", err);
@@ -513,7 +457,7 @@ int ctl_queue(int argc, char **argv)
 		goto out;
 	exfleet__command__pack(&cmd, envelope);
 	struct store *st;
-	if (open_store("queue", path, &st) != CTL_OK)
+	if (ctl_open_store("queue", path, &st) != CTL_OK)
 		goto out;
 	char signer[PKI_NAME_MAX + 1] = "?";
 	enum pki_role role;

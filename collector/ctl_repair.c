@@ -105,19 +105,11 @@ struct pick {
 	int failed;
 };
 
-static const char *column(const struct store_row *row, const char *name)
-{
-	for (int i = 0; i < row->n; i++)
-		if (strcmp(row->names[i], name) == 0)
-			return row->values[i];
-	return NULL;
-}
-
 static void pick_cb(const struct store_row *row, void *arg)
 {
 	struct pick *p = arg;
-	const char *id = column(row, "host_id");
-	const char *status = column(row, "status");
+	const char *id = ctl_value(row, "host_id");
+	const char *status = ctl_value(row, "status");
 	if (!id || (status && strcmp(status, "NEVER_SEEN") == 0))
 		return;
 	struct host_plan *grown = realloc(p->r->hosts, (p->r->n + 1) * sizeof(*grown));
@@ -134,7 +126,7 @@ static void pick_cb(const struct store_row *row, void *arg)
 static void services_cb(const struct store_row *row, void *arg)
 {
 	struct host_plan *h = arg;
-	const char *name = column(row, "name");
+	const char *name = ctl_value(row, "name");
 	for (size_t i = 0; name && i < 6; i++)
 		if (strcmp(name, exchange_services[i]) == 0 && h->n_services < 6)
 			h->services[h->n_services++] = (char *)exchange_services[i];
@@ -341,25 +333,6 @@ static int read_password(struct repair *r, const char *file)
 	return rc;
 }
 
-static int load_operator(struct repair *r, const char *cert_file, const char *key_file)
-{
-	char err[512];
-	if (util_check_private_file(key_file, err, sizeof(err)) < 0)
-		return ctl_fail("repair", "%s", err);
-	FILE *f = fopen(cert_file, "r");
-	r->cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-	if (f)
-		fclose(f);
-	f = fopen(key_file, "r");
-	r->key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
-	if (f)
-		fclose(f);
-	if (!r->cert || !r->key || X509_check_private_key(r->cert, r->key) != 1)
-		return ctl_fail("repair", "%s and %s are not a matching PEM certificate and key",
-				cert_file, key_file);
-	return CTL_OK;
-}
-
 /* The host's sealing key, checked against its certificate and our CA. */
 static void load_sealing(struct repair *r, struct host_plan *h)
 {
@@ -391,7 +364,7 @@ out:
 
 static void status_cb(const struct store_row *row, void *arg)
 {
-	const char *status = column(row, "status");
+	const char *status = ctl_value(row, "status");
 	snprintf(arg, 32, "%s", status ? status : "");
 }
 
@@ -553,7 +526,7 @@ int ctl_repair(int argc, char **argv)
 		rc = CTL_OK;
 		goto out;
 	}
-	if (load_operator(&r, cert_file, key_file) != CTL_OK)
+	if (ctl_load_operator("repair", cert_file, key_file, &r.cert, &r.key) != CTL_OK)
 		goto out;
 	r.verifier = sign_verifier_new(ca, crl, err, sizeof(err));
 	if (!r.verifier) {

@@ -40,28 +40,6 @@ static const char report_usage[] =
 	"need attention with their evidence. html is one standalone page that can be\n"
 	"mailed or printed. Default: a table on standard output.\n";
 
-static const char *value(const struct store_row *row, const char *name)
-{
-	for (int i = 0; i < row->n; i++)
-		if (strcmp(row->names[i], name) == 0)
-			return row->values[i];
-	return NULL;
-}
-
-static int64_t value_int(const struct store_row *row, const char *name)
-{
-	const char *v = value(row, name);
-	return v ? strtoll(v, NULL, 10) : 0;
-}
-
-static int open_store(const char *what, const char *path, struct store **st)
-{
-	char err[512];
-	if (store_open_reader(st, path, err, sizeof(err)) < 0)
-		return ctl_fail(what, "%s", err);
-	return CTL_OK;
-}
-
 static int waves_import(const char *file, const char *path)
 {
 	char *text = NULL;
@@ -95,7 +73,7 @@ static int waves_import(const char *file, const char *path)
 		rows[i].wave = plan.entries[i].wave;
 		rows[i].planned_date = plan.entries[i].planned_date;
 	}
-	if (open_store("waves import", path, &st) != CTL_OK)
+	if (ctl_open_store("waves import", path, &st) != CTL_OK)
 		goto out;
 	if (store_import_waves(st, rows, plan.count, err, sizeof(err)) < 0) {
 		ctl_fail("waves import", "%s", err);
@@ -148,18 +126,18 @@ static void report_row_cb(const struct store_row *row, void *arg)
 	}
 	struct report_host *h = &in->hosts[in->n++];
 	memset(h, 0, sizeof(*h));
-	h->host_id = keep_string(in, value(row, "host_id"));
-	h->wave = keep_string(in, value(row, "wave"));
-	h->site = keep_string(in, value(row, "site"));
-	h->status = keep_string(in, value(row, "status"));
-	h->planned_date = keep_string(in, value(row, "planned_date"));
-	int64_t seen = value_int(row, "last_seen");
+	h->host_id = keep_string(in, ctl_value(row, "host_id"));
+	h->wave = keep_string(in, ctl_value(row, "wave"));
+	h->site = keep_string(in, ctl_value(row, "site"));
+	h->status = keep_string(in, ctl_value(row, "status"));
+	h->planned_date = keep_string(in, ctl_value(row, "planned_date"));
+	int64_t seen = ctl_value_int(row, "last_seen");
 	h->connectivity = connectivity_name(connectivity_of(seen, 1, util_now_ms(), HEARTBEAT_MS));
-	h->promoted_at_ms = value_int(row, "promoted_at");
-	h->detected_at_ms = value_int(row, "detected_at");
-	h->repaired_at_ms = value_int(row, "repaired_at");
+	h->promoted_at_ms = ctl_value_int(row, "promoted_at");
+	h->detected_at_ms = ctl_value_int(row, "detected_at");
+	h->repaired_at_ms = ctl_value_int(row, "repaired_at");
 	/* Evidence: a JSON array kept whole; the strings stay valid with it. */
-	const char *ev = value(row, "evidence");
+	const char *ev = ctl_value(row, "evidence");
 	json_t *a = ev ? json_loads(ev, 0, NULL) : NULL;
 	if (json_is_array(a) && json_array_size(a) > 0) {
 		size_t k = json_array_size(a);
@@ -220,7 +198,7 @@ static int report_waves(int argc, char **argv)
 		return ctl_usage_error("report waves", "report", "unexpected argument '%s'",
 				       argv[optind]);
 	struct store *st;
-	if (open_store("report waves", path, &st) != CTL_OK)
+	if (ctl_open_store("report waves", path, &st) != CTL_OK)
 		return CTL_FAILED;
 	struct report_input in = {.keep = json_array()};
 	char err[512];
@@ -262,16 +240,16 @@ out:
 
 static void list_cb(const struct store_row *row, void *arg)
 {
-	const char *wave = value(row, "wave");
-	printf("%-10s %-12s %-18s %s\n", wave ? wave : "(none)", value(row, "host_id"),
-	       value(row, "status") ? value(row, "status") : "NEVER_SEEN",
-	       value(row, "planned_date") ? value(row, "planned_date") : "-");
+	const char *wave = ctl_value(row, "wave");
+	printf("%-10s %-12s %-18s %s\n", wave ? wave : "(none)", ctl_value(row, "host_id"),
+	       ctl_value(row, "status") ? ctl_value(row, "status") : "NEVER_SEEN",
+	       ctl_value(row, "planned_date") ? ctl_value(row, "planned_date") : "-");
 }
 
 static int waves_list(const char *path)
 {
 	struct store *st;
-	if (open_store("waves list", path, &st) != CTL_OK)
+	if (ctl_open_store("waves list", path, &st) != CTL_OK)
 		return CTL_FAILED;
 	printf("%-10s %-12s %-18s %s\n", "WAVE", "HOST", "STATUS", "PLANNED");
 	char err[512];
