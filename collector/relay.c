@@ -10,7 +10,10 @@
 #include "util.h"
 #include "wire.h"
 
-#define POLL_MS 1000
+/* New commands are looked for often (one indexed query: cheap), the whole
+ * queue walked for expiry once a second. */
+#define POLL_MS 100
+#define EXPIRE_MS 1000
 #define RELAY_SKEW_MS 300000
 #define RELAY_MAX 100000
 
@@ -123,8 +126,14 @@ static void take_cb(const struct store_command *sc, void *arg)
 
 void relay_poll(struct relay *r)
 {
+	size_t before = r->nqueued;
+	int64_t after = r->after;
 	store_queued_commands(r->store, &r->after, take_cb, r);
-	relay_flush(r, NULL);
+	int64_t now = util_now_ms();
+	if (r->after != after || r->nqueued != before || now - r->last_flush_ms >= EXPIRE_MS) {
+		r->last_flush_ms = now;
+		relay_flush(r, NULL);
+	}
 }
 
 void relay_host_ready(struct relay *r, const char *host_id)

@@ -31,6 +31,7 @@ struct relay {
 	struct relay_command *queued, *queued_tail;
 	size_t nqueued;
 	int64_t after;          /* store row of the newest command taken */
+	int64_t last_flush_ms;
 	uv_timer_t timer;       /* picks up new commands, expires old ones */
 	struct sign_verifier *verifier; /* NULL: delivered unchecked */
 	uint64_t delivered, expired;
