@@ -55,17 +55,16 @@ int collect_init(struct collect *c, const struct agent_config *cfg,
 	return 0;
 }
 
-void collect_free(struct collect *c)
-{
-	free(c->last_snapshot);
-	c->last_snapshot = NULL;
-}
-
 void collect_forget_snapshot(struct collect *c)
 {
 	free(c->last_snapshot);
 	c->last_snapshot = NULL;
 	c->last_len = 0;
+}
+
+void collect_free(struct collect *c)
+{
+	collect_forget_snapshot(c);
 }
 
 static int watched(const struct agent_config *cfg, const char *name)

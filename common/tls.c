@@ -166,16 +166,16 @@ static void write_cb(uv_write_t *req, int status)
 }
 
 /* Moves whatever OpenSSL produced to the socket. */
-static int conn_flush(struct tls_conn *c)
+/* Queues what OpenSSL has produced on the socket: 0, or a libuv error
+ * (nothing is queued then). */
+static int write_output(struct tls_conn *c)
 {
 	size_t pending = BIO_ctrl_pending(c->net_out);
 	if (pending == 0)
 		return 0;
 	struct write_req *w = malloc(sizeof(*w) + pending);
-	if (!w) {
-		tls_conn_close(c, LOG_ERR, "out of memory for %zu bytes of output", pending);
-		return -1;
-	}
+	if (!w)
+		return UV_ENOMEM;
 	int n = BIO_read(c->net_out, w->data, (int)pending);
 	w->len = n > 0 ? (size_t)n : 0;
 	w->req.data = c;
@@ -183,10 +183,20 @@ static int conn_flush(struct tls_conn *c)
 	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb);
 	if (rc < 0) {
 		free(w);
+		return rc;
+	}
+	c->write_queued += w->len;
+	return 0;
+}
+
+/* Moves OpenSSL's output to the socket and applies the queue's marks. */
+static int conn_flush(struct tls_conn *c)
+{
+	int rc = write_output(c);
+	if (rc < 0) {
 		tls_conn_close(c, LOG_INFO, "write failed: %s", uv_strerror(rc));
 		return -1;
 	}
-	c->write_queued += w->len;
 	if (c->write_queued > c->limits.write_max) {
 		tls_conn_close(c, LOG_WARN, "peer is not reading: %zu bytes queued, limit %zu",
 			       c->write_queued, c->limits.write_max);
@@ -220,20 +230,7 @@ void tls_conn_close(struct tls_conn *c, enum log_level level, const char *fmt, .
 		if (was == TLS_READY)
 			SSL_shutdown(c->ssl);
 		ERR_clear_error();
-		size_t pending = BIO_ctrl_pending(c->net_out);
-		if (pending > 0) {
-			struct write_req *w = malloc(sizeof(*w) + pending);
-			if (w) {
-				int n = BIO_read(c->net_out, w->data, (int)pending);
-				w->len = n > 0 ? (size_t)n : 0;
-				w->req.data = c;
-				uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
-				if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb) == 0)
-					c->write_queued += w->len;
-				else
-					free(w);
-			}
-		}
+		write_output(c); /* best effort: the socket closes either way */
 	}
 	if (was != TLS_IDLE && was != TLS_CONNECTING) {
 		c->shutdown_req.data = c;
