@@ -1348,10 +1348,13 @@ int store_open_reader(struct store **out, const char *path, char *err, size_t er
 		version = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
 	if (version != STORE_SCHEMA_VERSION) {
-		snprintf(err, errlen,
-			 "%s: schema version %d, this exfleetctl reads version %d%s", path, version,
-			 STORE_SCHEMA_VERSION,
-			 version <= 0 ? " (is this a collector's store?)" : "");
+		/* Say what to do: the collector migrates a store when it starts. */
+		snprintf(err, errlen, "%s: schema version %d, this exfleetctl reads version %d: %s",
+			 path, version, STORE_SCHEMA_VERSION,
+			 version <= 0 ? "is this a collector's store?"
+			 : version < STORE_SCHEMA_VERSION
+				 ? "start the new exfleet-collector once to migrate it"
+				 : "use the exfleetctl of the collector that wrote it");
 		goto fail;
 	}
 	*out = st;

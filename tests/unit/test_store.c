@@ -356,6 +356,23 @@ static void test_newer_schema_is_refused(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* exfleetctl's reader says what to do with a store of another version. */
+static void test_reader_names_the_fix(void **state)
+{
+	char path[700], err[512];
+	snprintf(path, sizeof(path), "%s/old.db", dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+	sqlite3_close(db);
+	struct store *st;
+	assert_true(store_open_reader(&st, path, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "schema version 1"));
+	assert_non_null(strstr(err, "start the new exfleet-collector once to migrate it"));
+	assert_true(store_open_reader(&st, "/nonexistent-dir/x.db", err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "/nonexistent-dir/x.db: cannot open the collector's store"));
+}
+
 static void test_unopenable_path_names_the_file(void **state)
 {
 	uv_loop_t loop;
@@ -378,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_status_follows_the_records),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_newer_schema_is_refused),
+		cmocka_unit_test(test_reader_names_the_fix),
 		cmocka_unit_test(test_unopenable_path_names_the_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
