@@ -1008,13 +1008,16 @@ void api_stop(struct api *a, void (*done)(void *arg), void *arg)
 	a->done_arg = arg;
 	uv_close((uv_handle_t *)&a->listener, listener_closed_cb);
 	/* h2o closes a connection whose peer has gone; shutting the socket
-	 * down makes every connection, idle or busy, HTTP/1 or 2, see exactly
-	 * that. (h2o_context_request_shutdown is no use here: its HTTP/2
-	 * grace timer would outlive the context.) */
+	 * down for reading makes every connection, idle or busy, HTTP/1 or 2,
+	 * see exactly that. Writing stays open: a connection still finishing
+	 * its TLS handshake writes once more (session tickets), and a write
+	 * that fails there left h2o waiting on its timers for good.
+	 * (h2o_context_request_shutdown is no use here: its HTTP/2 grace timer
+	 * would outlive the context.) */
 	for (struct api_conn *c = a->conns; c; c = c->next) {
 		uv_os_fd_t fd;
 		if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-			shutdown(fd, SHUT_RDWR);
+			shutdown(fd, SHUT_RD);
 	}
 	maybe_stopped(a);
 }
