@@ -17,6 +17,7 @@
 #include "api_internal.h"
 #include "log.h"
 #include "pki.h"
+#include "signin.h"
 #include "tls.h"
 #include "util.h"
 
@@ -31,6 +32,7 @@ struct api_conn {
 	h2o_socket_t *sock;
 	int has_cert;              /* the client presented a verified certificate */
 	struct api_identity who;
+	struct api_identity last;  /* the caller of its latest request, for the log */
 	char refused[96];          /* whose certificate failed to verify, for the log */
 	char addr[64];
 	struct api_conn *prev, *next;
@@ -56,6 +58,7 @@ struct api {
 	struct api_config cfg;     /* its strings are not kept: NULL */
 	SSL_CTX *tls;
 	struct store_query *store;
+	struct signin *signin;     /* dashboard sign-in links and sessions */
 	h2o_globalconf_t h2o;
 	h2o_context_t ctx;
 	h2o_accept_ctx_t accept;
@@ -84,6 +87,8 @@ void api_config_default(struct api_config *cfg)
 	cfg->page_max = 500;
 	cfg->max_connections = 256;
 	cfg->query_budget_ms = 1000;
+	cfg->signin_ttl_ms = 5 * 60 * 1000;
+	cfg->session_ttl_ms = 8 * 3600 * 1000;
 }
 
 const struct api_config *api_cfg(const struct api *a)
@@ -94,6 +99,11 @@ const struct api_config *api_cfg(const struct api *a)
 struct store_query *api_store(const struct api *a)
 {
 	return a->store;
+}
+
+struct signin *api_signin(const struct api *a)
+{
+	return a->signin;
 }
 
 const char *api_address(const struct api *a)
@@ -264,12 +274,14 @@ static const char *reason_phrase(int status)
 	switch (status) {
 	case 200: return "OK";
 	case 201: return "Created";
+	case 303: return "See Other";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
+	case 410: return "Gone";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 500: return "Internal Server Error";
@@ -301,6 +313,16 @@ void api_add_header(struct api_request *r, const char *name, const char *value)
 	h2o_iovec_t n = h2o_strdup(&req->pool, name, SIZE_MAX);
 	h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
 	h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 1, NULL, v.base, v.len);
+}
+
+int api_send_html(struct api_request *r, int status, const char *html, size_t len)
+{
+	api_add_header(r, "content-security-policy",
+		       "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+		       "base-uri 'none'; form-action 'none'");
+	api_add_header(r, "x-frame-options", "DENY");
+	api_add_header(r, "referrer-policy", "no-referrer");
+	return api_send_text(r, status, "text/html; charset=utf-8", html, len);
 }
 
 static json_t *error_body(const char *code, const char *message)
@@ -428,7 +450,9 @@ static void json_errors_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t 
 	ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
 	int json = i >= 0 && req->res.headers.entries[i].value.len >= 16 &&
 		   memcmp(req->res.headers.entries[i].value.base, "application/json", 16) == 0;
-	if (req->res.status < 400 || json) {
+	int page = i >= 0 && req->res.headers.entries[i].value.len >= 9 &&
+		   memcmp(req->res.headers.entries[i].value.base, "text/html", 9) == 0;
+	if (req->res.status < 400 || json || page) {
 		h2o_setup_next_ostream(req, slot);
 		return;
 	}
@@ -452,10 +476,13 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 		begin = req->processed_at.at;
 	int64_t us = ((int64_t)now.tv_sec - begin.tv_sec) * 1000000 +
 		     (now.tv_usec - begin.tv_usec);
-	const struct api_identity *who = c ? &c->who : &nobody;
-	const char *role = who->authenticated ? pki_role_name((enum pki_role)who->role)
-			   : c && c->has_cert     ? "no exfleet identity"
-						  : "no certificate";
+	const struct api_identity *who = c ? &c->last : &nobody;
+	char role[48];
+	snprintf(role, sizeof(role), "%s%s",
+		 who->authenticated ? pki_role_name((enum pki_role)who->role)
+		 : c && c->has_cert ? "no exfleet identity"
+				    : "no certificate",
+		 who->via_session ? ", dashboard" : "");
 	/* The path without its query: a later sign-in link carries a token there. */
 	size_t path_len = req->input.query_at != SIZE_MAX ? req->input.query_at
 							   : req->input.path.len;
@@ -463,7 +490,7 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 	if (req->res.status)
 		snprintf(status, sizeof(status), "%d", req->res.status);
 	log_msg(LOG_INFO, c ? c->addr : NULL, "api: %s (%s) %.*s %.*s %s %.1f ms",
-		who->authenticated ? who->name : "-", role ? role : "?",
+		who->authenticated ? who->name : "-", role,
 		(int)(req->input.method.len > 16 ? 16 : req->input.method.len),
 		req->input.method.base, (int)(path_len > 200 ? 200 : path_len),
 		req->input.path.base, status, (double)us / 1000);
@@ -471,41 +498,65 @@ static void log_access(h2o_logger_t *self, h2o_req_t *req)
 
 /* ---- requests ---- */
 
-enum access { ACCESS_PUBLIC, ACCESS_READ };
+/* Who may use a route: anyone (the dashboard's files, sign-in, health);
+ * viewers and operators, by certificate or dashboard session, with POST
+ * for operators' certificates only; or certificates only. */
+enum access { ACCESS_PUBLIC, ACCESS_READ, ACCESS_CERT };
 
 struct route {
 	const char *path;
-	int with_id;     /* path "/" {id} */
+	int with_id;        /* path "/" {id} [suffix] */
+	const char *suffix; /* after {id}, or NULL */
 	enum access access;
 	int (*get)(struct api_request *r);
-	int (*post)(struct api_request *r); /* operators only */
+	int (*post)(struct api_request *r);
 };
 
 static const struct route routes[] = {
-	{"/healthz", 0, ACCESS_PUBLIC, api_get_healthz, NULL},
-	{"/metrics", 0, ACCESS_READ, api_get_metrics, NULL},
-	{"/api/v1/hosts", 0, ACCESS_READ, api_get_hosts, NULL},
-	{"/api/v1/hosts", 1, ACCESS_READ, api_get_host, NULL},
-	{"/api/v1/events", 0, ACCESS_READ, api_get_events, NULL},
-	{"/api/v1/waves", 0, ACCESS_READ, api_get_waves, NULL},
-	{"/api/v1/commands", 0, ACCESS_READ, api_get_commands, api_post_commands},
-	{"/api/v1/commands", 1, ACCESS_READ, api_get_command, NULL},
-	{"/api/v1/audit", 0, ACCESS_READ, api_get_audit, NULL},
+	{"/", 0, NULL, ACCESS_PUBLIC, api_get_asset, NULL},
+	{"/dashboard", 1, NULL, ACCESS_PUBLIC, api_get_asset, NULL},
+	{"/signin", 0, NULL, ACCESS_PUBLIC, api_get_signin, NULL},
+	{"/signout", 0, NULL, ACCESS_PUBLIC, NULL, api_post_signout},
+	{"/healthz", 0, NULL, ACCESS_PUBLIC, api_get_healthz, NULL},
+	{"/metrics", 0, NULL, ACCESS_READ, api_get_metrics, NULL},
+	{"/api/v1/summary", 0, NULL, ACCESS_READ, api_get_summary, NULL},
+	{"/api/v1/hosts", 0, NULL, ACCESS_READ, api_get_hosts, NULL},
+	{"/api/v1/hosts", 1, NULL, ACCESS_READ, api_get_host, NULL},
+	{"/api/v1/hosts", 1, "/sealing", ACCESS_READ, api_get_sealing, NULL},
+	{"/api/v1/events", 0, NULL, ACCESS_READ, api_get_events, NULL},
+	{"/api/v1/waves", 0, NULL, ACCESS_READ, api_get_waves, api_post_waves},
+	{"/api/v1/waves/report", 0, NULL, ACCESS_READ, api_get_report, NULL},
+	{"/api/v1/commands", 0, NULL, ACCESS_READ, api_get_commands, api_post_commands},
+	{"/api/v1/commands", 1, NULL, ACCESS_READ, api_get_command, NULL},
+	{"/api/v1/audit", 0, NULL, ACCESS_READ, api_get_audit, NULL},
+	{"/api/v1/audit/verify", 0, NULL, ACCESS_READ, api_get_audit_verify, NULL},
+	{"/api/v1/signin-links", 0, NULL, ACCESS_CERT, NULL, api_post_signin_links},
 };
 
 static const struct route *route_of(h2o_iovec_t path, h2o_iovec_t *id)
 {
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		size_t n = strlen(routes[i].path);
-		if (path.len < n || memcmp(path.base, routes[i].path, n) != 0)
+		const struct route *rt = &routes[i];
+		size_t n = strlen(rt->path);
+		if (path.len < n || memcmp(path.base, rt->path, n) != 0)
 			continue;
-		if (!routes[i].with_id && path.len == n)
-			return &routes[i];
-		if (routes[i].with_id && path.len > n + 1 && path.base[n] == '/' &&
-		    !memchr(path.base + n + 1, '/', path.len - n - 1)) {
-			*id = h2o_iovec_init(path.base + n + 1, path.len - n - 1);
-			return &routes[i];
+		if (!rt->with_id) {
+			if (path.len == n)
+				return rt;
+			continue;
 		}
+		/* rt->path "/" {id} rt->suffix, the id without a '/' */
+		size_t tail = rt->suffix ? strlen(rt->suffix) : 0;
+		if (path.len <= n + 1 + tail || path.base[n] != '/')
+			continue;
+		const char *from = path.base + n + 1;
+		size_t len = path.len - n - 1 - tail;
+		if (tail && memcmp(from + len, rt->suffix, tail) != 0)
+			continue;
+		if (memchr(from, '/', len))
+			continue;
+		*id = h2o_iovec_init(from, len);
+		return rt;
 	}
 	return NULL;
 }
@@ -579,34 +630,65 @@ static int parse_query(struct api_request *r)
 
 /* Whether the caller may use route with this method: 0, or -1 once it has
  * answered 401 or 403. */
-static int authorize(struct api_request *r, const struct api_conn *c, int post)
+static int authorize(struct api_request *r, const struct route *route, int post)
 {
-	if (!c || !c->has_cert)
+	const struct api_identity *who = r->who;
+	if (!who->authenticated && !r->has_cert)
 		return api_refuse(r, 401, "unauthenticated",
 				  "a client certificate is required: present a viewer or operator "
 				  "certificate from the deployment's CA (exfleetctl pki issue "
-				  "operator NAME --role viewer|operator)");
-	if (!r->who->authenticated)
+				  "operator NAME --role viewer|operator); browsers sign in with a "
+				  "link from exfleetctl dashboard");
+	if (!who->authenticated)
 		return api_refuse(r, 403, "forbidden",
 				  "the client certificate carries no exfleet name and role");
-	if (r->who->role != PKI_ROLE_VIEWER && r->who->role != PKI_ROLE_OPERATOR)
+	if (who->role != PKI_ROLE_VIEWER && who->role != PKI_ROLE_OPERATOR)
 		return api_refuse(r, 403, "forbidden",
 				  "certificate '%s' has role %s; the API serves viewer and "
 				  "operator certificates",
-				  r->who->name, pki_role_name((enum pki_role)r->who->role));
-	if (post && r->who->role != PKI_ROLE_OPERATOR)
+				  who->name, pki_role_name((enum pki_role)who->role));
+	if (who->via_session && (post || route->access == ACCESS_CERT))
+		return api_refuse(r, 403, "forbidden",
+				  "the dashboard only reads; this needs a client certificate "
+				  "(exfleetctl signs and submits commands)");
+	if (post && route->access == ACCESS_READ && who->role != PKI_ROLE_OPERATOR)
 		return api_refuse(r, 403, "forbidden",
 				  "'%s' has role %s, which may only read; this needs an operator "
 				  "certificate",
-				  r->who->name, pki_role_name((enum pki_role)r->who->role));
+				  who->name, pki_role_name((enum pki_role)who->role));
 	return 0;
+}
+
+/* The caller: the connection's certificate, else a dashboard session's
+ * cookie, else nobody. */
+static void identify(struct api_request *r, const struct api_conn *c, struct api_identity *who)
+{
+	memset(who, 0, sizeof(*who));
+	r->who = who;
+	if (c && c->has_cert) {
+		*who = c->who;
+		r->has_cert = 1;
+		return;
+	}
+	const char *key = api_cookie(r, API_SESSION_COOKIE);
+	struct signin_identity s;
+	if (!key || signin_session(r->api->signin, key, util_now_ms(), &s) < 0)
+		return;
+	who->authenticated = 1;
+	who->via_session = 1;
+	who->role = s.role;
+	snprintf(who->name, sizeof(who->name), "%s", s.name);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	struct api *a = ((struct api_handler *)self)->api;
 	struct api_conn *c = conn_of(a, req->conn->callbacks->get_socket(req->conn));
-	struct api_request r = {.api = a, .req = req, .who = c ? &c->who : &nobody};
+	struct api_identity who;
+	struct api_request r = {.api = a, .req = req};
+	identify(&r, c, &who);
+	if (c)
+		c->last = who; /* for the request log */
 	h2o_iovec_t id = {NULL, 0};
 	const struct route *route = route_of(req->path_normalized, &id);
 	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
@@ -615,7 +697,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 	/* Who asks comes first: without a certificate nothing, not even
 	 * which paths exist, is told. */
-	if ((!route || route->access != ACCESS_PUBLIC) && authorize(&r, c, 0) < 0)
+	if ((!route || route->access != ACCESS_PUBLIC) && authorize(&r, route, 0) < 0)
 		return 0;
 	if (!route)
 		return api_error(&r, 404, "not_found", "no such resource: %.*s",
@@ -623,15 +705,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 								      : req->path_normalized.len),
 				 req->path_normalized.base);
 	if (!(get && route->get) && !(post && route->post)) {
-		const char *allow = route->post ? "GET, HEAD, POST" : "GET, HEAD";
+		const char *allow = !route->post  ? "GET, HEAD"
+				    : !route->get ? "POST"
+						  : "GET, HEAD, POST";
 		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow,
 			       strlen(allow));
 		return api_error(&r, 405, "method_not_allowed", "%.*s is not allowed here; use %s",
 				 (int)(req->method.len > 16 ? 16 : req->method.len),
 				 req->method.base, allow);
 	}
-	if (post && authorize(&r, c, 1) < 0)
+	if (post && route->access != ACCESS_PUBLIC && authorize(&r, route, 1) < 0)
 		return 0;
+	r.path = h2o_strdup(&req->pool, req->path_normalized.base, req->path_normalized.len).base;
 	if (id.base)
 		r.id = h2o_strdup(&req->pool, id.base, id.len).base;
 	if (parse_query(&r) < 0)
@@ -644,6 +729,30 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 					    req->headers.entries[ct].value.len)
 					 .base;
 	return post ? route->post(&r) : route->get(&r);
+}
+
+const char *api_cookie(const struct api_request *r, const char *name)
+{
+	h2o_req_t *req = r->req;
+	size_t want = strlen(name);
+	for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_COOKIE, i)) >= 0;) {
+		const char *p = req->headers.entries[i].value.base;
+		const char *end = p + req->headers.entries[i].value.len;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == ';'))
+				p++;
+			const char *stop = memchr(p, ';', (size_t)(end - p));
+			if (!stop)
+				stop = end;
+			if ((size_t)(stop - p) > want && memcmp(p, name, want) == 0 &&
+			    p[want] == '=')
+				return h2o_strdup(&req->pool, p + want + 1,
+						  (size_t)(stop - p - want - 1))
+					.base;
+			p = stop;
+		}
+	}
+	return NULL;
 }
 
 /* ---- what the resources share ---- */
@@ -914,6 +1023,7 @@ static void release(struct api *a)
 	}
 	SSL_CTX_free(a->tls);
 	store_query_close(a->store);
+	signin_free(a->signin);
 }
 
 /* h2o_context_dispose runs the loop once (UV_RUN_NOWAIT) to finish closing
@@ -970,8 +1080,21 @@ int api_start(struct api **out, uv_loop_t *loop, const struct api_config *cfg, c
 		a->cfg.max_body = 1u << 20;
 	if (!a->cfg.max_connections)
 		a->cfg.max_connections = 256;
+	if (!a->cfg.signin_ttl_ms)
+		a->cfg.signin_ttl_ms = 5 * 60 * 1000;
+	if (!a->cfg.session_ttl_ms)
+		a->cfg.session_ttl_ms = 8 * 3600 * 1000;
 	char why[512];
-	int rc = store_query_open(&a->store, cfg->store_path, cfg->query_budget_ms, why,
+	int rc;
+	/* Room for every connection's operator to hold a link and a session. */
+	a->signin = signin_new(4 * (size_t)a->cfg.max_connections, (int64_t)a->cfg.signin_ttl_ms,
+			       (int64_t)a->cfg.session_ttl_ms);
+	if (!a->signin) {
+		snprintf(err, errlen, "out of memory");
+		rc = UV_ENOMEM;
+		goto fail;
+	}
+	rc = store_query_open(&a->store, cfg->store_path, cfg->query_budget_ms, why,
 				  sizeof(why));
 	if (rc < 0) {
 		snprintf(err, errlen, "[api] %s", why);

@@ -5,10 +5,13 @@
  * deployment's CA (CRL honoured): role viewer may read, role operator may
  * also submit commands. A certificate that does not verify fails the
  * handshake; a missing one, or another role, gets a JSON 401 or 403.
+ * Browsers sign in to the read-only dashboard (served at /) with a
+ * one-time link an operator's certificate minted; the session is a cookie.
  * Reads go to the store through a read-only connection of the API's own;
- * live counters and command submission go through the collector's
- * callbacks. Every response is JSON except /metrics (Prometheus text);
- * every error is {"error": {"code": "...", "message": "..."}}. */
+ * live counters, command submission and wave imports go through the
+ * collector's callbacks. Every API response is JSON except /metrics
+ * (Prometheus text) and the wave report's other formats; every error is
+ * {"error": {"code": "...", "message": "..."}}. */
 #ifndef EXFLEET_API_H
 #define EXFLEET_API_H
 
@@ -48,6 +51,8 @@ struct api_command {
 	size_t len;
 };
 
+struct store_wave;
+
 struct api_config {
 	const char *listen;       /* host:port; port 0 takes any free port */
 	const char *ca_file;      /* the deployment CA: client certificates chain to it */
@@ -60,6 +65,8 @@ struct api_config {
 	unsigned page_max;        /* largest limit= a list accepts */
 	unsigned max_connections; /* API connections at once; beyond, closed */
 	uint64_t query_budget_ms; /* store time one request may take; beyond: 503 */
+	uint64_t signin_ttl_ms;   /* a dashboard sign-in link works this long, once */
+	uint64_t session_ttl_ms;  /* a dashboard session (its cookie) lasts this long */
 
 	/* Fills out with the collector's counters. May be NULL (all zero). */
 	void (*stats)(struct api_stats *out, void *arg);
@@ -69,11 +76,17 @@ struct api_config {
 	 * malformed or expired (400), or another negative code with a message
 	 * in err (503). May be NULL: submission is then refused. */
 	int (*submit_command)(const struct api_command *c, char *err, size_t errlen, void *arg);
-	void *arg;                /* for stats and submit_command */
+	/* Replaces the wave plan with these entries, all or nothing, and
+	 * audits it as by's. Returns 0, or a negative code with a message in
+	 * err (503). May be NULL: imports are then refused. */
+	int (*import_waves)(const struct store_wave *plan, size_t n, const char *by, char *err,
+			    size_t errlen, void *arg);
+	void *arg;                /* for the callbacks */
 };
 
 /* listen 127.0.0.1:8443, heartbeat 30 s, max_body 1 MiB, page_max 500,
- * max_connections 256, query_budget_ms 1000; files and callbacks unset. */
+ * max_connections 256, query_budget_ms 1000, sign-in links 5 minutes,
+ * sessions 8 hours; files and callbacks unset. */
 void api_config_default(struct api_config *cfg);
 
 struct api;

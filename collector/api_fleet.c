@@ -8,6 +8,7 @@
 #include "exfleet.pb-c.h"
 #include "pki.h"
 #include "status.h"
+#include "util.h"
 
 /* Newest entries of each list shown with one host; the rest is paged
  * through /events?host= and /commands?host=. */
@@ -260,4 +261,72 @@ int api_get_audit(struct api_request *r)
 	if (rc < 0)
 		return api_store_error(r, rc, err);
 	return api_send_page(r, items, total, &p);
+}
+
+/* The fleet at a glance: {"hosts", "by_status" (every status, and
+ * NEVER_SEEN for planned hosts that never connected), "by_connectivity",
+ * "commands_by_state", "generated_at"}. */
+int api_get_summary(struct api_request *r)
+{
+	if (api_params_only(r, none) < 0)
+		return 0;
+	struct store_query *q = api_store(r->api);
+	struct store_clock clock;
+	api_clock(r->api, &clock);
+	char err[512];
+	json_t *counts = NULL;
+	int rc = store_query_begin(q, err, sizeof(err));
+	if (rc == 0)
+		rc = store_query_counts(q, &clock, &counts, err, sizeof(err));
+	store_query_end(q);
+	if (rc < 0)
+		return api_store_error(r, rc, err);
+	json_t *by_status = json_object(), *by_connectivity = json_object();
+	json_int_t hosts = 0, seen = 0;
+	for (int s = HOST_HEALTHY; s <= HOST_REPAIRING; s++) {
+		const char *name = host_status_name((enum host_status)s);
+		json_int_t n = json_integer_value(
+			json_object_get(json_object_get(counts, "hosts_by_status"), name));
+		json_object_set_new(by_status, name, json_integer(n));
+		seen += n;
+	}
+	static const char *const reach[] = {"ONLINE", "OFFLINE", "NEVER_SEEN"};
+	for (size_t i = 0; i < sizeof(reach) / sizeof(reach[0]); i++) {
+		json_int_t n = json_integer_value(
+			json_object_get(json_object_get(counts, "hosts_by_connectivity"), reach[i]));
+		json_object_set_new(by_connectivity, reach[i], json_integer(n));
+		hosts += n;
+	}
+	json_object_set_new(by_status, "NEVER_SEEN", json_integer(hosts - seen));
+	char now[32];
+	util_format_time(clock.now_ms, now, sizeof(now));
+	json_t *body = json_pack("{s:I, s:o, s:o, s:O, s:s}", "hosts", hosts, "by_status",
+				 by_status, "by_connectivity", by_connectivity, "commands_by_state",
+				 json_object_get(counts, "commands_by_state"), "generated_at", now);
+	json_decref(counts);
+	return api_send_json(r, 200, body);
+}
+
+int api_get_sealing(struct api_request *r)
+{
+	if (api_params_only(r, none) < 0)
+		return 0;
+	if (!pki_name_valid(r->id))
+		return api_error(r, 404, "not_found", "no host '%.64s'", r->id);
+	struct store_query *q = api_store(r->api);
+	char err[512];
+	json_t *sealing = NULL;
+	int rc = store_query_begin(q, err, sizeof(err));
+	if (rc == 0)
+		rc = store_query_host_sealing(q, r->id, &sealing, err, sizeof(err));
+	store_query_end(q);
+	if (rc < 0)
+		return api_store_error(r, rc, err);
+	if (!sealing)
+		return api_error(r, 404, "not_found",
+				 "host '%s' has not sent a sealing key (it never connected, or its "
+				 "agent is older than the repair commands)",
+				 r->id);
+	json_object_set_new(sealing, "host_id", json_string(r->id));
+	return api_send_json(r, 200, sealing);
 }

@@ -23,6 +23,7 @@ struct api_identity {
 	int authenticated;  /* a verified certificate with an exfleet identity */
 	char name[65];      /* its CN */
 	int role;           /* enum pki_role */
+	int via_session;    /* a dashboard session's cookie, not a certificate */
 };
 
 struct api_param {
@@ -36,6 +37,8 @@ struct api_request {
 	struct api *api;
 	struct st_h2o_req_t *req;
 	const struct api_identity *who;
+	int has_cert;       /* the connection presented a verified certificate */
+	const char *path;   /* normalised, without the query; NUL-terminated */
 	const char *id;     /* the path's {id}, or NULL */
 	struct api_param params[API_PARAMS_MAX];
 	size_t nparams;
@@ -54,6 +57,9 @@ struct store_query *api_store(const struct api *a);
 int api_send_json(struct api_request *r, int status, json_t *body);
 int api_send_text(struct api_request *r, int status, const char *content_type, const char *text,
 		  size_t len);
+/* An HTML page for browsers, with the headers that keep it to itself
+ * (CSP default-src 'self', no framing, no referrer). */
+int api_send_html(struct api_request *r, int status, const char *html, size_t len);
 int api_error(struct api_request *r, int status, const char *code, const char *fmt, ...)
 	LOG_PRINTF(4, 5);
 /* The same, for helpers that answer and then return -1 to their caller. */
@@ -107,6 +113,24 @@ int api_get_command(struct api_request *r);
 int api_post_commands(struct api_request *r);
 int api_get_metrics(struct api_request *r);
 int api_get_healthz(struct api_request *r);
+int api_get_summary(struct api_request *r);
+int api_get_sealing(struct api_request *r);
+int api_post_waves(struct api_request *r);
+int api_get_report(struct api_request *r);
+int api_get_audit_verify(struct api_request *r);
+/* The dashboard: its files, sign-in links, sessions. */
+int api_get_asset(struct api_request *r);
+int api_get_signin(struct api_request *r);
+int api_post_signin_links(struct api_request *r);
+int api_post_signout(struct api_request *r);
+
+struct signin;
+struct signin *api_signin(const struct api *a);
+/* The value of the request's cookie name, in the request's pool; NULL when
+ * it sent none. */
+const char *api_cookie(const struct api_request *r, const char *name);
+#define API_SESSION_COOKIE "exfleet_session"
+
 
 /* Commands as the API shows them: the result_* columns folded into a
  * "result" object (null while none), enum values named. */

@@ -32,6 +32,8 @@ struct collector_config {
 	int64_t api_page_max;
 	int64_t api_max_connections;
 	uint64_t api_query_budget_ms;
+	uint64_t api_signin_ttl_ms;     /* a dashboard sign-in link works this long */
+	uint64_t api_session_ttl_ms;    /* a dashboard session lasts this long */
 	int64_t store_queue_high;
 	int64_t store_queue_low;
 	uint64_t event_retention_ms;

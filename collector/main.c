@@ -108,6 +108,14 @@ static int api_submit_cb(const struct api_command *c, char *err, size_t errlen, 
 	return rc;
 }
 
+/* An operator's wave plan from the API, already parsed and checked. */
+static int api_import_cb(const struct store_wave *plan, size_t n, const char *by, char *err,
+			 size_t errlen, void *arg)
+{
+	struct server *srv = arg;
+	return store_import_plan(srv->store, plan, n, by, util_now_ms(), err, errlen);
+}
+
 static int start_api(uv_loop_t *loop, const struct collector_config *cfg, struct server *srv,
 		     char *err, size_t errlen)
 {
@@ -124,6 +132,9 @@ static int start_api(uv_loop_t *loop, const struct collector_config *cfg, struct
 	ac.page_max = (unsigned)cfg->api_page_max;
 	ac.max_connections = (unsigned)cfg->api_max_connections;
 	ac.query_budget_ms = cfg->api_query_budget_ms;
+	ac.signin_ttl_ms = cfg->api_signin_ttl_ms;
+	ac.session_ttl_ms = cfg->api_session_ttl_ms;
+	ac.import_waves = api_import_cb;
 	verifier = sign_verifier_new(cfg->ca_file, cfg->crl_file, err, errlen);
 	if (!verifier)
 		return UV_EINVAL;

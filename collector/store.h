@@ -164,6 +164,17 @@ struct store_wave {
 };
 int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
 		       size_t errlen);
+/* The same, with an audit entry "waves.imported" by actor (NULL: none) in
+ * the same transaction. */
+int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
+		      const char *actor, int64_t now_ms, char *err, size_t errlen);
+
+/* The audit chain: each entry's hash is SHA-256 over the previous hash
+ * (STORE_AUDIT_GENESIS for the first), the time, actor, action and detail,
+ * each with its terminating NUL; out is hex. */
+#define STORE_AUDIT_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
+void store_audit_hash(const char *prev, int64_t at, const char *actor, const char *action,
+		      const char *detail, char out[65]);
 
 /* Queues an operator's command (an encoded Exfleet__Command) for host_id;
  * the relay delivers it. UV_EEXIST for an id already used. */

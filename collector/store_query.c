@@ -3,6 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sqlite3.h>
 #include <uv.h>
 
@@ -670,4 +674,121 @@ int store_query_counts(struct store_query *q, const struct store_clock *clock, j
 	}
 	json_object_set_new(*counts, "spool_dropped", json_integer(spool_dropped));
 	return 0;
+}
+
+int store_query_audit_verify(struct store_query *q, int64_t *entries, int64_t *first_bad,
+			     char *err, size_t errlen)
+{
+	struct sql b = {0};
+	sql_add(&b, "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit ORDER BY id");
+	sqlite3_stmt *s;
+	*entries = 0;
+	*first_bad = 0;
+	int rc = prepare(q, &b, &s, err, errlen);
+	if (rc < 0)
+		return rc;
+	char prev[65] = STORE_AUDIT_GENESIS, hash[65];
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		(*entries)++;
+		const char *stored_prev = (const char *)sqlite3_column_text(s, 5);
+		const char *stored = (const char *)sqlite3_column_text(s, 6);
+		const char *actor = (const char *)sqlite3_column_text(s, 2);
+		const char *action = (const char *)sqlite3_column_text(s, 3);
+		store_audit_hash(prev, sqlite3_column_int64(s, 1), actor ? actor : "",
+				 action ? action : "", (const char *)sqlite3_column_text(s, 4),
+				 hash);
+		if (!stored_prev || !stored || strcmp(stored_prev, prev) != 0 ||
+		    strcmp(stored, hash) != 0) {
+			*first_bad = sqlite3_column_int64(s, 0);
+			rc = SQLITE_DONE;
+			break;
+		}
+		snprintf(prev, sizeof(prev), "%s", stored);
+	}
+	rc = rc == SQLITE_DONE ? 0 : failed(q, rc, err, errlen);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int store_query_host_sealing(struct store_query *q, const char *host_id, json_t **sealing,
+			     char *err, size_t errlen)
+{
+	struct sql b = {0};
+	sql_add(&b, "SELECT sealing_key, sealing_key_sig, agent_cert FROM hosts WHERE host_id = ?"
+		    " AND length(sealing_key) > 0 AND length(sealing_key_sig) > 0"
+		    " AND length(agent_cert) > 0");
+	sql_bind_text(&b, host_id);
+	sqlite3_stmt *s;
+	*sealing = NULL;
+	int rc = prepare(q, &b, &s, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		json_t *o = json_object();
+		static const char *const keys[] = {"public_key", "signature"};
+		for (int i = 0; o && i < 2; i++) {
+			const unsigned char *blob = sqlite3_column_blob(s, i);
+			int n = sqlite3_column_bytes(s, i);
+			unsigned char *text = malloc(4 * ((size_t)n / 3 + 1) + 1);
+			if (!text) {
+				json_decref(o);
+				o = NULL;
+				break;
+			}
+			EVP_EncodeBlock(text, blob, n);
+			json_object_set_new(o, keys[i], json_string((const char *)text));
+			free(text);
+		}
+		/* The certificate as PEM, as operators' tools read certificates. */
+		const unsigned char *der = sqlite3_column_blob(s, 2);
+		X509 *cert = d2i_X509(NULL, &der, sqlite3_column_bytes(s, 2));
+		BIO *pem = BIO_new(BIO_s_mem());
+		char *text = NULL;
+		long len = 0;
+		if (cert && pem && PEM_write_bio_X509(pem, cert) == 1)
+			len = BIO_get_mem_data(pem, &text);
+		if (o && len > 0)
+			json_object_set_new(o, "agent_certificate",
+					    json_stringn(text, (size_t)len));
+		X509_free(cert);
+		BIO_free(pem);
+		if (o && !json_object_get(o, "agent_certificate")) {
+			json_decref(o);
+			o = NULL;
+		}
+		/* A certificate that does not parse is as good as none. */
+		*sealing = o;
+		rc = SQLITE_DONE;
+	}
+	rc = rc == SQLITE_DONE ? 0 : failed(q, rc, err, errlen);
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int store_query_report(struct store_query *q, const struct store_clock *clock, json_t **items,
+		       char *err, size_t errlen)
+{
+	struct sql b = {0};
+	sql_fleet(&b, clock);
+	/* Detection: the first AFFECTED or NEEDS_SP_REINSTALL at or after the
+	 * promotion; repair: the first REPAIRED after that. */
+	sql_add(&b, ", d AS (SELECT f.host_id, (SELECT MIN(s.at) FROM status_history s"
+		    "  WHERE s.host_id = f.host_id AND s.status IN ('AFFECTED', 'NEEDS_SP_REINSTALL')"
+		    "  AND s.at >= COALESCE(f.promoted_at, 0)) AS detected_at FROM fleet f)"
+		    " SELECT f.host_id, f.wave, f.planned_date, f.site, f.status, f.connectivity,"
+		    " f.promoted_at, d.detected_at, (SELECT MIN(s.at) FROM status_history s"
+		    "  WHERE s.host_id = f.host_id AND s.status = 'REPAIRED'"
+		    "  AND s.at >= d.detected_at) AS repaired_at, f.evidence"
+		    " FROM fleet f JOIN d ON d.host_id = f.host_id");
+	sql_add(&b, " ORDER BY f.host_id");
+	*items = json_array();
+	if (!*items)
+		return UV_ENOMEM;
+	int rc = rows(q, &b, *items, err, errlen);
+	if (rc < 0) {
+		json_decref(*items);
+		*items = NULL;
+	}
+	return rc;
 }

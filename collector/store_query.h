@@ -135,4 +135,23 @@ int store_query_audit(struct store_query *q, const struct store_page *p, json_t 
 int store_query_counts(struct store_query *q, const struct store_clock *clock, json_t **counts,
 		       char *err, size_t errlen);
 
+/* Walks the audit log and checks every entry's hash and its link to the
+ * one before: *entries read, *first_bad the id of the first entry that does
+ * not check (0 when the chain is whole). */
+int store_query_audit_verify(struct store_query *q, int64_t *entries, int64_t *first_bad,
+			     char *err, size_t errlen);
+
+/* What an operator needs to seal a password to host_id, from the agent's
+ * last Hello, base64: {"public_key", "signature", "agent_certificate"
+ * (DER)}; *sealing NULL when the host is unknown or sent none. */
+int store_query_host_sealing(struct store_query *q, const char *host_id, json_t **sealing,
+			     char *err, size_t errlen);
+
+/* Per host, for the wave report (report.h), in host order: host_id, wave,
+ * planned_date, site, status, connectivity, promoted_at, detected_at (the
+ * first AFFECTED or NEEDS_SP_REINSTALL at or after the promotion),
+ * repaired_at (the first REPAIRED after that), evidence. */
+int store_query_report(struct store_query *q, const struct store_clock *clock, json_t **items,
+		       char *err, size_t errlen);
+
 #endif

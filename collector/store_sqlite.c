@@ -255,10 +255,10 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
  * by a NUL; the first entry's prev_hash is 64 zeros. Whoever appends does so
  * inside its write transaction, so the chain cannot fork. */
 
-#define AUDIT_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
+#define AUDIT_GENESIS STORE_AUDIT_GENESIS
 
-static void audit_hash(const char *prev, int64_t at, const char *actor, const char *action,
-		       const char *detail, char out[65])
+void store_audit_hash(const char *prev, int64_t at, const char *actor, const char *action,
+		      const char *detail, char out[65])
 {
 	char when[24];
 	snprintf(when, sizeof(when), "%lld", (long long)at);
@@ -286,7 +286,7 @@ static int audit_append(sqlite3 *db, int64_t at, const char *actor, const char *
 	if (sqlite3_step(s) == SQLITE_ROW)
 		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
 	sqlite3_finalize(s);
-	audit_hash(prev, at, actor, action, detail, hash);
+	store_audit_hash(prev, at, actor, action, detail, hash);
 	if (sqlite3_prepare_v2(db,
 			       "INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"
 			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1491,7 +1491,7 @@ int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, c
 		(*entries)++;
 		const char *stored_prev = (const char *)sqlite3_column_text(s, 5);
 		const char *stored = (const char *)sqlite3_column_text(s, 6);
-		audit_hash(prev, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2),
+		store_audit_hash(prev, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2),
 			   (const char *)sqlite3_column_text(s, 3),
 			   (const char *)sqlite3_column_text(s, 4), hash);
 		if (!stored_prev || !stored || strcmp(stored_prev, prev) != 0 ||
@@ -1511,6 +1511,12 @@ int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, c
 
 int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
 		       size_t errlen)
+{
+	return store_import_plan(st, plan, n, NULL, util_now_ms(), err, errlen);
+}
+
+int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
+		      const char *actor, int64_t now_ms, char *err, size_t errlen)
 {
 	char why[512];
 	sqlite3_stmt *s = NULL;
@@ -1538,6 +1544,14 @@ int store_import_waves(struct store *st, const struct store_wave *plan, size_t n
 		sqlite3_reset(s);
 	}
 	sqlite3_finalize(s);
+	if (rc == 0 && actor) {
+		char detail[64];
+		snprintf(detail, sizeof(detail), "{\"hosts\":%zu}", n);
+		if (audit_append(st->rdb, now_ms, actor, "waves.imported", detail) < 0) {
+			snprintf(why, sizeof(why), "audit: %s", sqlite3_errmsg(st->rdb));
+			rc = -1;
+		}
+	}
 	if (rc == 0 && exec(st->rdb, "COMMIT", why, sizeof(why)) == 0)
 		return 0;
 	char ignored[64];

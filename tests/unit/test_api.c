@@ -19,6 +19,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <openssl/ssl.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -78,7 +80,33 @@ static int fake_submit(const struct api_command *c, char *err, size_t errlen, vo
 	return 0;
 }
 
+/* Imports through the real store code (a reader's connection), as the
+ * collector's callback does, and remembers who asked. */
+static struct {
+	int calls;
+	char by[65];
+	size_t n;
+} imported;
+
+static int fake_import(const struct store_wave *plan, size_t n, const char *by, char *err,
+		       size_t errlen, void *arg)
+{
+	imported.calls++;
+	imported.n = n;
+	snprintf(imported.by, sizeof(imported.by), "%s", by);
+	struct store *st;
+	int rc = store_open_reader(&st, db_path, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = store_import_plan(st, plan, n, by, util_now_ms(), err, errlen);
+	store_close_reader(st);
+	return rc;
+}
+
 /* ---- the API on a loop ---- */
+
+/* Dashboard lifetimes for the next world_start; 0: the defaults. */
+static uint64_t next_signin_ttl_ms, next_session_ttl_ms;
 
 struct world {
 	uv_loop_t loop;
@@ -107,6 +135,12 @@ static void world_start(struct world *w, unsigned page_max, uint64_t budget_ms)
 	cfg.store_path = db_path;
 	cfg.stats = fake_stats;
 	cfg.submit_command = fake_submit;
+	cfg.import_waves = fake_import;
+	if (next_signin_ttl_ms)
+		cfg.signin_ttl_ms = next_signin_ttl_ms;
+	if (next_session_ttl_ms)
+		cfg.session_ttl_ms = next_session_ttl_ms;
+	next_signin_ttl_ms = next_session_ttl_ms = 0;
 	if (page_max)
 		cfg.page_max = page_max;
 	if (budget_ms)
@@ -137,6 +171,7 @@ struct call {
 	int port;
 	const char *who; /* certificate name, or NULL for none */
 	const char *method, *path, *body, *content_type;
+	const char *cookie;       /* a Cookie header's value, or NULL */
 	long long content_length; /* > 0: claim this length and send no body */
 	int hold;                 /* only connect, then wait for the server to close */
 	/* what came back */
@@ -217,6 +252,8 @@ static void client_main(void *arg)
 			 c->method, c->path);
 	if (c->content_type)
 		n += snprintf(req + n, cap - (size_t)n, "Content-Type: %s\r\n", c->content_type);
+	if (c->cookie)
+		n += snprintf(req + n, cap - (size_t)n, "Cookie: %s\r\n", c->cookie);
 	if (c->content_length > 0)
 		n += snprintf(req + n, cap - (size_t)n, "Content-Length: %lld\r\n",
 			      c->content_length);
@@ -672,7 +709,7 @@ static void test_roles(void **state)
 	free(body);
 	/* Anyone with a role gets 404 for what does not exist. */
 	expect_error(get(&w, "victor", "/api/v1/nothing"), 404, "not_found", "/api/v1/nothing");
-	expect_error(get(&w, "victor", "/"), 404, "not_found", NULL);
+	expect_error(get(&w, "victor", "/nothing"), 404, "not_found", NULL);
 	world_stop(&w);
 	memset(&submitted, 0, sizeof(submitted));
 }
@@ -1415,6 +1452,427 @@ static void test_parse_time(void **state)
 	world_stop(&w);
 }
 
+/* ---- the dashboard ---- */
+
+static struct call *with_cookie(struct world *w, const char *method, const char *path,
+				const char *cookie)
+{
+	struct call *c = request(w, NULL, method, path, NULL);
+	c->cookie = cookie;
+	return run(w, c);
+}
+
+/* Its files are served to anyone, with headers that keep the page to
+ * itself; they hold no data. */
+static void test_dashboard_files(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	struct call *c = get(&w, NULL, "/");
+	char value[256];
+	assert_int_equal(c->status, 200);
+	assert_non_null(header(c, "content-type", value, sizeof(value)));
+	assert_string_equal(value, "text/html; charset=utf-8");
+	assert_non_null(header(c, "content-security-policy", value, sizeof(value)));
+	assert_non_null(strstr(value, "default-src 'self'"));
+	assert_non_null(header(c, "x-frame-options", value, sizeof(value)));
+	assert_non_null(strstr(c->body_text, "<html"));
+	call_free(c);
+	c = get(&w, NULL, "/dashboard/app.js");
+	assert_int_equal(c->status, 200);
+	assert_non_null(header(c, "content-type", value, sizeof(value)));
+	assert_string_equal(value, "text/javascript; charset=utf-8");
+	assert_true(strlen(c->body_text) > 100);
+	call_free(c);
+	expect_error(get(&w, NULL, "/dashboard/nothing.js"), 404, "not_found", "nothing.js");
+	expect_error(get(&w, NULL, "/dashboard/../api/v1/hosts"), 401, "unauthenticated", NULL);
+	expect_error(get(&w, NULL, "/?x=1"), 400, "unknown_parameter", "x");
+	world_stop(&w);
+}
+
+/* The session cookie from a sign-in page's Set-Cookie, as "name=value". */
+static void session_cookie(const struct call *c, char *cookie, size_t len)
+{
+	char value[256];
+	assert_non_null(header(c, "set-cookie", value, sizeof(value)));
+	snprintf(cookie, len, "%.*s", (int)strcspn(value, ";"), value);
+}
+
+/* A link minted with a certificate signs a browser in once; the session
+ * reads with its minter's role and never writes. */
+static void test_signin(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	expect_error(post(&w, NULL, "/api/v1/signin-links", NULL), 401, "unauthenticated", NULL);
+	expect_error(post(&w, "EXCH01", "/api/v1/signin-links", NULL), 403, "forbidden", "agent");
+	expect_error(post(&w, "victor", "/api/v1/signin-links", "{}"), 400, "invalid_body",
+		     "body");
+	struct call *link = post(&w, "alice", "/api/v1/signin-links", NULL);
+	json_t *j = ok_json(link, 201);
+	assert_string_equal(str(j, "name"), "alice");
+	assert_string_equal(str(j, "role"), "operator");
+	assert_int_equal(num(j, "expires_in"), 300);
+	const char *path = str(j, "path");
+	assert_int_equal(strncmp(path, "/signin?token=", 14), 0);
+	assert_int_equal(strlen(path), 14 + 43);
+
+	/* Before: nothing to read without a certificate. */
+	expect_error(get(&w, NULL, "/api/v1/hosts"), 401, "unauthenticated", "exfleetctl dashboard");
+	struct call *page = get(&w, NULL, path);
+	assert_int_equal(page->status, 200);
+	char value[256], cookie[128];
+	assert_non_null(header(page, "set-cookie", value, sizeof(value)));
+	assert_non_null(strstr(value, "; Path=/; Max-Age=28800; HttpOnly; Secure; SameSite=Strict"));
+	assert_non_null(header(page, "referrer-policy", value, sizeof(value)));
+	assert_string_equal(value, "no-referrer");
+	assert_non_null(strstr(page->body_text, "Signed in as alice (operator)"));
+	assert_non_null(strstr(page->body_text, "url=/"));
+	session_cookie(page, cookie, sizeof(cookie));
+	assert_int_equal(strncmp(cookie, "exfleet_session=", 16), 0);
+	assert_int_equal(strlen(cookie), 16 + 43);
+	call_free(page);
+
+	/* The link works once. */
+	page = get(&w, NULL, path);
+	assert_int_equal(page->status, 410);
+	assert_non_null(strstr(page->body_text, "already been used"));
+	assert_null(header(page, "set-cookie", value, sizeof(value)));
+	call_free(page);
+	page = get(&w, NULL, "/signin?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	assert_int_equal(page->status, 410);
+	assert_non_null(strstr(page->body_text, "unknown here"));
+	call_free(page);
+	page = get(&w, NULL, "/signin");
+	assert_int_equal(page->status, 400);
+	assert_non_null(strstr(page->body_text, "exfleetctl dashboard"));
+	call_free(page);
+
+	/* The session reads, among other cookies. */
+	char cookies[256];
+	snprintf(cookies, sizeof(cookies), "theme=dark; %s; lang=en", cookie);
+	struct call *c = with_cookie(&w, "GET", "/api/v1/hosts", cookies);
+	assert_int_equal(num(ok_json(c, 200), "total"), 4);
+	call_free(c);
+	c = with_cookie(&w, "GET", "/api/v1/summary", cookie);
+	ok_json(c, 200);
+	call_free(c);
+	/* It writes nothing, even as an operator's, and mints no links. */
+	expect_error(with_cookie(&w, "POST", "/api/v1/commands", cookie), 403, "forbidden",
+		     "only reads");
+	expect_error(with_cookie(&w, "POST", "/api/v1/waves", cookie), 403, "forbidden",
+		     "only reads");
+	expect_error(with_cookie(&w, "POST", "/api/v1/signin-links", cookie), 403, "forbidden",
+		     "certificate");
+	assert_int_equal(submitted.calls, 0);
+	assert_int_equal(imported.calls, 0);
+	/* A cookie that is not a session is nobody's. */
+	expect_error(with_cookie(&w, "GET", "/api/v1/hosts",
+				 "exfleet_session=BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"),
+		     401, "unauthenticated", NULL);
+	/* Signing out ends it. */
+	c = with_cookie(&w, "POST", "/signout", cookie);
+	ok_json(c, 200);
+	assert_non_null(header(c, "set-cookie", value, sizeof(value)));
+	assert_non_null(strstr(value, "Max-Age=0"));
+	call_free(c);
+	expect_error(with_cookie(&w, "GET", "/api/v1/hosts", cookie), 401, "unauthenticated", NULL);
+	world_stop(&w);
+
+	/* The log tells who signed in, never the token or the session key. */
+	assert_true(logged("api: alice minted a dashboard sign-in link"));
+	assert_true(logged("api: alice (operator) signed in to the dashboard"));
+	assert_true(logged("api: alice (operator, dashboard) GET /api/v1/hosts 200"));
+	assert_true(logged("api: - (no certificate) GET /signin 410"));
+	assert_false(logged(path + 14));
+	assert_false(logged(cookie + 16));
+	call_free(link);
+}
+
+/* Links and sessions expire. */
+static void test_signin_expiry(void **state)
+{
+	struct world w;
+	next_signin_ttl_ms = 50;
+	next_session_ttl_ms = 300;
+	world_start(&w, 0, 0);
+	struct call *early = post(&w, "victor", "/api/v1/signin-links", NULL);
+	struct call *late = post(&w, "victor", "/api/v1/signin-links", NULL);
+	const char *early_path = str(ok_json(early, 201), "path");
+	const char *late_path = str(ok_json(late, 201), "path");
+	struct call *page = get(&w, NULL, early_path);
+	assert_int_equal(page->status, 200);
+	char cookie[128];
+	session_cookie(page, cookie, sizeof(cookie));
+	call_free(page);
+	struct call *c = with_cookie(&w, "GET", "/api/v1/waves", cookie);
+	ok_json(c, 200);
+	call_free(c);
+	usleep(100 * 1000);
+	page = get(&w, NULL, late_path);
+	assert_int_equal(page->status, 410);
+	assert_non_null(strstr(page->body_text, "expired"));
+	call_free(page);
+	usleep(300 * 1000);
+	expect_error(with_cookie(&w, "GET", "/api/v1/waves", cookie), 401, "unauthenticated",
+		     NULL);
+	call_free(early);
+	call_free(late);
+	world_stop(&w);
+}
+
+static void test_summary(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	struct call *c = get(&w, "victor", "/api/v1/summary");
+	json_t *j = ok_json(c, 200);
+	assert_int_equal(num(j, "hosts"), 4);
+	json_t *s = json_object_get(j, "by_status");
+	assert_int_equal(num(s, "AFFECTED"), 1);
+	assert_int_equal(num(s, "HEALTHY"), 1);
+	assert_int_equal(num(s, "AT_RISK"), 1);
+	assert_int_equal(num(s, "NEVER_SEEN"), 1);
+	assert_int_equal(num(s, "REPAIRED"), 0);
+	assert_non_null(json_object_get(s, "NEEDS_SP_REINSTALL"));
+	json_t *r = json_object_get(j, "by_connectivity");
+	assert_int_equal(num(r, "ONLINE"), 2);
+	assert_int_equal(num(r, "OFFLINE"), 1);
+	assert_int_equal(num(r, "NEVER_SEEN"), 1);
+	json_t *k = json_object_get(j, "commands_by_state");
+	assert_int_equal(num(k, "queued"), 1);
+	assert_int_equal(num(k, "succeeded"), 1);
+	assert_int_equal(strlen(str(j, "generated_at")), 20);
+	call_free(c);
+	expect_error(get(&w, "victor", "/api/v1/summary?limit=1"), 400, "unknown_parameter",
+		     "limit");
+	world_stop(&w);
+}
+
+static struct call *post_csv(struct world *w, const char *who, const char *path,
+			     const char *csv)
+{
+	struct call *c = request(w, who, "POST", path, csv);
+	c->content_type = "text/csv";
+	return run(w, c);
+}
+
+static long long db_int(const char *sql)
+{
+	sqlite3 *db = db_open();
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	long long n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return n;
+}
+
+/* A plan replaces the old one, all or nothing; every bad line is named. */
+static void test_waves_import(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	long long audit_before = db_count("audit");
+	static const char bad[] = "host,wave,planned_date\r\n"
+				  "EXCH01,1,2026-12-01\r\n"
+				  "EXCH 02,1,2026-12-01\r\n"
+				  "EXCH03,2,2026-02-30\r\n";
+	struct call *c = post_csv(&w, "alice", "/api/v1/waves?name=wave.csv", bad);
+	if (c->status != 400)
+		fail_msg("expected 400, got %d: %s", c->status, c->body_text);
+	json_t *e = json_object_get(c->json, "error");
+	assert_string_equal(str(e, "code"), "invalid_plan");
+	assert_non_null(strstr(str(e, "message"), "wave.csv: 2 errors"));
+	json_t *lines = json_object_get(e, "lines");
+	assert_int_equal(json_array_size(lines), 2);
+	assert_non_null(strstr(json_string_value(json_array_get(lines, 0)), "wave.csv:3: host"));
+	assert_non_null(strstr(json_string_value(json_array_get(lines, 1)),
+			       "wave.csv:4: planned_date"));
+	call_free(c);
+	/* Nothing changed: the fixture's plan is whole. */
+	assert_int_equal(imported.calls, 0);
+	assert_int_equal(db_count("waves"), 2);
+	expect_error(post_csv(&w, "victor", "/api/v1/waves", "host,wave\nEXCH01,1\n"), 403,
+		     "forbidden", "viewer");
+	expect_error(post(&w, "alice", "/api/v1/waves", "{\"host\": 1}"), 415,
+		     "unsupported_media_type", "text/csv");
+	expect_error(post_csv(&w, "alice", "/api/v1/waves?file=x", "host,wave\nEXCH01,1\n"), 400,
+		     "unknown_parameter", "file");
+	expect_error(post_csv(&w, "alice", "/api/v1/waves", ""), 400, "invalid_plan", "plan.csv");
+	assert_int_equal(imported.calls, 0);
+	assert_int_equal(db_count("audit"), audit_before);
+
+	static const char good[] = "\xEF\xBB\xBFHost,Wave,Planned_Date\r\n"
+				   "EXCH01,1,2026-12-01\r\n"
+				   "\"EXCH03\",\"2\",\r\n"
+				   "EXCH09,2,2026-12-02\r\n";
+	c = post_csv(&w, "alice", "/api/v1/waves?name=wave.csv", good);
+	json_t *j = ok_json(c, 200);
+	assert_int_equal(num(j, "imported"), 3);
+	assert_int_equal(num(j, "waves"), 2);
+	call_free(c);
+	assert_int_equal(imported.calls, 1);
+	assert_string_equal(imported.by, "alice");
+	assert_int_equal(db_count("waves"), 3);
+	assert_int_equal(db_int("SELECT COUNT(*) FROM waves WHERE host_id = 'EXCH03' AND wave = '2'"
+				" AND planned_date IS NULL"),
+			 1);
+	assert_int_equal(db_int("SELECT COUNT(*) FROM audit WHERE actor = 'alice'"
+				" AND action = 'waves.imported' AND detail = '{\"hosts\":3}'"),
+			 1);
+	/* The plan shows at once: EXCH03 is in wave 2 now. */
+	c = get(&w, "victor", "/api/v1/hosts?wave=2");
+	assert_int_equal(num(ok_json(c, 200), "total"), 2);
+	call_free(c);
+	world_stop(&w);
+
+	/* Back to the fixture's plan. */
+	sqlite3 *db = db_open();
+	db_exec(db, sqlite3_mprintf("DELETE FROM waves"));
+	db_exec(db, sqlite3_mprintf("INSERT INTO waves VALUES ('EXCH03', '3', '2026-12-01'),"
+				    " ('EXCH09', '2', '2026-11-30')"));
+	db_exec(db, sqlite3_mprintf("DELETE FROM audit"));
+	sqlite3_close(db);
+	memset(&imported, 0, sizeof(imported));
+}
+
+/* The wave report from the fixture, in each format. */
+static void test_report(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	struct call *c = get(&w, "victor", "/api/v1/waves/report");
+	json_t *j = ok_json(c, 200);
+	json_t *waves = json_object_get(j, "waves");
+	assert_true(json_is_array(waves));
+	json_t *w1 = NULL;
+	size_t i;
+	json_t *item;
+	json_array_foreach(waves, i, item) if (strcmp(str(item, "wave"), "1") == 0) w1 = item;
+	if (!w1)
+		fail_msg("no wave 1 in %s", c->body_text);
+	assert_int_equal(num(w1, "hosts"), 2);
+	assert_int_equal(num(w1, "promoted"), 1);
+	/* EXCH01: promoted at base, AFFECTED 50 s later. */
+	json_t *detect = json_object_get(w1, "promotion_to_detection");
+	assert_int_equal(num(detect, "hosts"), 1);
+	assert_int_equal(num(detect, "median_s"), 50);
+	assert_int_equal(num(json_object_get(w1, "status"), "AFFECTED"), 1);
+	call_free(c);
+
+	char value[128];
+	c = get(&w, "victor", "/api/v1/waves/report?format=csv&wave=1");
+	assert_int_equal(c->status, 200);
+	assert_non_null(header(c, "content-type", value, sizeof(value)));
+	assert_string_equal(value, "text/csv; charset=utf-8");
+	assert_non_null(strstr(c->body_text, "\n1,"));
+	assert_null(strstr(c->body_text, "\n3,"));
+	call_free(c);
+	c = get(&w, "victor", "/api/v1/waves/report?format=html");
+	assert_int_equal(c->status, 200);
+	assert_non_null(header(c, "content-security-policy", value, sizeof(value)));
+	assert_non_null(strstr(c->body_text, "<svg"));
+	call_free(c);
+	c = get(&w, "victor", "/api/v1/waves/report?format=table");
+	assert_int_equal(c->status, 200);
+	assert_non_null(strstr(c->body_text, "EXCH01"));
+	call_free(c);
+	expect_error(get(&w, "victor", "/api/v1/waves/report?format=xml"), 400,
+		     "invalid_parameter", "format");
+	expect_error(get(&w, "victor", "/api/v1/waves/report?wave=99"), 404, "not_found",
+		     "wave '99'");
+	expect_error(get(&w, NULL, "/api/v1/waves/report"), 401, "unauthenticated", NULL);
+	world_stop(&w);
+}
+
+static void test_audit_verify(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	struct call *c = get(&w, "victor", "/api/v1/audit/verify");
+	json_t *j = ok_json(c, 200);
+	assert_int_equal(num(j, "entries"), 0);
+	assert_true(json_is_true(json_object_get(j, "intact")));
+	assert_true(json_is_null(json_object_get(j, "first_bad")));
+	call_free(c);
+	/* Two entries chained as the store chains them, then one edited. */
+	char h1[65], h2[65];
+	store_audit_hash(STORE_AUDIT_GENESIS, 1000, "alice", "command.submitted", "{}", h1);
+	store_audit_hash(h1, 2000, "EXCH01", "command.result", "{\"ok\":1}", h2);
+	sqlite3 *db = db_open();
+	db_exec(db, sqlite3_mprintf(
+		"INSERT INTO audit (id, at, actor, action, detail, prev_hash, hash) VALUES"
+		" (1, 1000, 'alice', 'command.submitted', '{}', '%s', '%s'),"
+		" (2, 2000, 'EXCH01', 'command.result', '{\"ok\":1}', '%s', '%s')",
+		STORE_AUDIT_GENESIS, h1, h1, h2));
+	c = get(&w, "victor", "/api/v1/audit/verify");
+	j = ok_json(c, 200);
+	assert_int_equal(num(j, "entries"), 2);
+	assert_true(json_is_true(json_object_get(j, "intact")));
+	call_free(c);
+	db_exec(db, sqlite3_mprintf("UPDATE audit SET detail = '{\"ok\":0}' WHERE id = 2"));
+	c = get(&w, "victor", "/api/v1/audit/verify");
+	j = ok_json(c, 200);
+	assert_true(json_is_false(json_object_get(j, "intact")));
+	assert_int_equal(num(j, "first_bad"), 2);
+	call_free(c);
+	db_exec(db, sqlite3_mprintf("DELETE FROM audit"));
+	sqlite3_close(db);
+	world_stop(&w);
+}
+
+/* What exfleetctl seals a password with: the agent's key, its signature
+ * and the agent's certificate as PEM. */
+static void test_sealing(void **state)
+{
+	struct world w;
+	world_start(&w, 0, 0);
+	expect_error(get(&w, "victor", "/api/v1/hosts/EXCH01/sealing"), 404, "not_found",
+		     "sealing key");
+	expect_error(get(&w, "victor", "/api/v1/hosts/NOPE/sealing"), 404, "not_found", NULL);
+	char crt[700], key[700];
+	pki_cert_path(pki_dir, PKI_ROLE_AGENT, "EXCH01", crt, sizeof(crt), key, sizeof(key));
+	FILE *f = fopen(crt, "r");
+	assert_non_null(f);
+	X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	assert_non_null(cert);
+	unsigned char *der = NULL;
+	int der_len = i2d_X509(cert, &der);
+	assert_true(der_len > 0);
+	sqlite3 *db = db_open();
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "UPDATE hosts SET sealing_key = x'0102', "
+					    "sealing_key_sig = x'0304', agent_cert = ?1"
+					    " WHERE host_id = 'EXCH01'",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_blob(s, 1, der, der_len, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	struct call *c = get(&w, "victor", "/api/v1/hosts/EXCH01/sealing");
+	json_t *j = ok_json(c, 200);
+	assert_string_equal(str(j, "host_id"), "EXCH01");
+	assert_string_equal(str(j, "public_key"), "AQI=");
+	assert_string_equal(str(j, "signature"), "AwQ=");
+	BIO *bio = BIO_new_mem_buf(str(j, "agent_certificate"), -1);
+	X509 *back = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	assert_non_null(back);
+	assert_int_equal(X509_cmp(cert, back), 0);
+	X509_free(back);
+	BIO_free(bio);
+	call_free(c);
+	db_exec(db, sqlite3_mprintf("UPDATE hosts SET sealing_key = NULL, sealing_key_sig = NULL,"
+				    " agent_cert = NULL WHERE host_id = 'EXCH01'"));
+	sqlite3_close(db);
+	OPENSSL_free(der);
+	X509_free(cert);
+	world_stop(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1435,6 +1893,14 @@ int main(void)
 		cmocka_unit_test(test_stop_with_open_connection),
 		cmocka_unit_test(test_slow_query_is_cut_short),
 		cmocka_unit_test(test_parse_time),
+		cmocka_unit_test(test_dashboard_files),
+		cmocka_unit_test(test_signin),
+		cmocka_unit_test(test_signin_expiry),
+		cmocka_unit_test(test_summary),
+		cmocka_unit_test(test_waves_import),
+		cmocka_unit_test(test_report),
+		cmocka_unit_test(test_audit_verify),
+		cmocka_unit_test(test_sealing),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
