@@ -13,6 +13,7 @@ libprotobuf-c-dev protobuf-c-compiler
 libcmocka-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev libh2o-dev
 clang libclang-rt-14-dev
 jq
+curl chromium fonts-dejavu-core
 "
 
 check_only=0
