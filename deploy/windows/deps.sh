@@ -16,9 +16,16 @@
 # The sources come through a private apt configuration under the cache: a
 # deb-src entry for each deb entry of this machine's own apt sources, with the
 # same URIs, suites, components and keys. Nothing under /etc/apt is changed.
+# When the source of this machine's version of a package cannot be fetched
+# (a mirror that serves a package's binaries but not its source), that one
+# package comes from Debian's current stable release instead, through a
+# second private configuration: the machine's main-archive entries (those of
+# its release's own suite) with the suite replaced by "stable", the same URIs
+# and keys, so apt verifies the signatures as usual. deps.sh says so, and
+# the library's stamp (EXFLEET_WIN_CACHE/prefix/stamps) records which version
+# was used and why.
 set -eu
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${EXFLEET_WIN_CACHE:-${HOME:-/root}/.cache/exfleet-win}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 host=x86_64-w64-mingw32
@@ -27,6 +34,7 @@ recipe=1
 
 prefix=$cache/prefix
 aptdir=$cache/apt
+stable_aptdir=$cache/apt-stable
 srcdir=$cache/src
 builddir=$cache/build
 logdir=$cache/log
@@ -53,7 +61,7 @@ case "${1:-}" in
 	exit 0
 	;;
 -h | --help)
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 "") ;;
@@ -185,12 +193,18 @@ write_stamp() {
 
 # ---- sources, through a private apt configuration -----------------------
 
-# apt_private apt-get|apt-cache ARGS...
+# apt_private apt-get|apt-cache ARGS...: with the machine's own suites.
 apt_private() {
-	tool=$1
-	shift
-	set -- -o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$aptdir/sources.list.d" \
-		-o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir/cache" "$@"
+	apt_in "$aptdir" "$@"
+}
+
+# apt_in APTDIR apt-get|apt-cache ARGS...: with the configuration in APTDIR.
+apt_in() {
+	adir=$1
+	tool=$2
+	shift 2
+	set -- -o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$adir/sources.list.d" \
+		-o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir/cache" "$@"
 	# As root apt would hand downloads to the _apt user, who cannot write
 	# into this user's cache directory.
 	[ "$(id -u)" = 0 ] && set -- -o APT::Sandbox::User=root "$@"
@@ -262,52 +276,199 @@ lists_ready=0
 update_private_lists() {
 	[ "$lists_ready" = 1 ] && return 0
 	write_private_sources
-	# Fresh lists (under a day old) are reused.
-	if [ -z "$(find "$aptdir/lists" -maxdepth 1 -name '*_Sources*' -mmin -1440 2>/dev/null | head -n 1)" ]; then
-		say "apt-get update (private source lists in $aptdir)"
-		apt_private apt-get update -qq >"$logdir/apt-update.log" 2>&1 || {
-			tail -n 20 "$logdir/apt-update.log" >&2
-			die "apt-get update with the private deb-src entries failed (log: $logdir/apt-update.log)"
-		}
-	fi
+	update_lists "$aptdir" "the private deb-src entries"
 	lists_ready=1
 }
 
-# fetch_source PKG: unpacks PKG's newest Debian source into $srcdir/PKG and
-# sets src_tree and src_version.
-fetch_source() {
-	pkg=$1
-	update_private_lists
-	rm -rf "${srcdir:?}/$pkg"
-	mkdir -p "$srcdir/$pkg"
-	src_version=$(apt_private apt-cache showsrc --only-source "$pkg" 2>/dev/null |
-		awk '/^Version:/ {print $2}' | sort -V | tail -n 1)
-	[ -n "$src_version" ] || die "no source package '$pkg' in the configured sources (see $aptdir/sources.list.d)"
-	say "$pkg $src_version: fetching the Debian source"
-	if ! (cd "$srcdir/$pkg" && apt_private apt-get source -qq --only-source "$pkg=$src_version") \
-		>"$logdir/$pkg-fetch.log" 2>&1; then
+# update_lists APTDIR WHAT: apt-get update in APTDIR's configuration, unless
+# its lists are fresh (under a day old). apt checks the Release signatures
+# with the keyring each entry names (Signed-By), as for the machine's own.
+update_lists() {
+	if [ -z "$(find "$1/lists" -maxdepth 1 -name '*_Sources*' -mmin -1440 2>/dev/null | head -n 1)" ]; then
+		say "apt-get update (private source lists in $1)"
+		apt_in "$1" apt-get update -qq >"$logdir/apt-update-$(basename "$1").log" 2>&1 || {
+			tail -n 20 "$logdir/apt-update-$(basename "$1").log" >&2
+			die "apt-get update with $2 failed (log: $logdir/apt-update-$(basename "$1").log)"
+		}
+		# apt-get update succeeds with a warning when an index or a
+		# signature could not be had: without Sources, showsrc finds nothing.
+		if grep -q '^[WE]:' "$logdir/apt-update-$(basename "$1").log"; then
+			sed -n 's/^\([WE]:.*\)/  \1/p' "$logdir/apt-update-$(basename "$1").log" >&2
+		fi
+	fi
+}
+
+# This machine's release (its codename), whose suite the main-archive
+# entries name.
+release_codename() {
+	codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null | tr -d '"')
+	[ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release: cannot tell this machine's main-archive entries"
+	echo "$codename"
+}
+
+# Writes a deb-src entry with the suite "stable" for every enabled deb entry
+# of the machine's own sources that names its release's own suite (the
+# main archive; not -updates, -security or other archives).
+write_stable_sources() {
+	codename=$(release_codename)
+	mkdir -p "$stable_aptdir/sources.list.d" "$stable_aptdir/lists/partial" \
+		"$stable_aptdir/cache/archives/partial"
+	out=$stable_aptdir/sources.list.d/exfleet-stable-src.sources.new
+	: >"$out"
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		awk -v codename="$codename" '
+			function flush() {
+				if (n && deb && enabled && main) {
+					print "Types: deb-src"
+					print "Suites: stable"
+					for (i = 1; i <= n; i++) print lines[i]
+					print ""
+				}
+				n = 0; deb = 0; enabled = 1; main = 0; keep = 0
+			}
+			BEGIN { n = 0; deb = 0; enabled = 1; main = 0 }
+			/^#/ { next }
+			/^[ \t]*$/ { flush(); next }
+			/^[ \t]/ { if (keep) lines[++n] = $0; next }
+			{
+				field = tolower($1)
+				keep = 1
+				if (field == "types:") {
+					for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1
+					keep = 0
+				} else if (field == "enabled:") {
+					if (tolower($2) == "no") enabled = 0
+					keep = 0
+				} else if (field == "suites:") {
+					for (i = 2; i <= NF; i++) if ($i == codename) main = 1
+					keep = 0
+				}
+				if (keep) lines[++n] = $0
+			}
+			END { flush() }
+		' "$f" >>"$out"
+	done
+	list=$stable_aptdir/sources.list.d/exfleet-stable-src.list.new
+	: >"$list"
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -f "$f" ] || continue
+		# deb [options] URI SUITE COMPONENT...
+		awk -v codename="$codename" '
+			$1 == "deb" {
+				i = 2; opts = ""
+				if ($2 ~ /^\[/) {
+					while (i < NF && $i !~ /\]$/) opts = opts $(i++) " "
+					opts = opts $(i++) " "
+				}
+				if ($(i + 1) != codename) next
+				line = "deb-src " opts $i " stable"
+				for (j = i + 2; j <= NF && $j !~ /^#/; j++) line = line " " $j
+				print line
+			}
+		' "$f" >>"$list"
+	done
+	sort -u "$list" -o "$list"
+	[ -s "$out" ] || [ -s "$list" ] ||
+		die "no deb entry in this machine's apt sources names the suite '$codename': cannot derive an entry for Debian's stable release"
+	changed=0
+	for kind in sources list; do
+		new=$stable_aptdir/sources.list.d/exfleet-stable-src.$kind.new
+		cur=$stable_aptdir/sources.list.d/exfleet-stable-src.$kind
+		if [ -s "$new" ]; then
+			cmp -s "$new" "$cur" 2>/dev/null || changed=1
+			mv "$new" "$cur"
+		else
+			rm -f "$new"
+			[ -f "$cur" ] && changed=1 && rm -f "$cur"
+		fi
+	done
+	[ "$changed" = 1 ] && rm -f "$stable_aptdir/lists/"*_Sources* 2>/dev/null
+	return 0
+}
+
+stable_lists_ready=0
+update_stable_lists() {
+	[ "$stable_lists_ready" = 1 ] && return 0
+	write_stable_sources
+	update_lists "$stable_aptdir" "the deb-src entries for Debian's stable release"
+	stable_lists_ready=1
+}
+
+# newest_version APTDIR PKG: the newest version of source package PKG there.
+newest_version() {
+	apt_in "$1" apt-cache showsrc --only-source "$2" 2>/dev/null |
+		awk '/^Version:/ {print $2}' | sort -V | tail -n 1
+}
+
+# fetch_from APTDIR PKG VERSION: unpacks that source into $srcdir/PKG and
+# sets src_tree; returns 1, with the reason in fetch_error, when it cannot
+# be fetched.
+fetch_from() {
+	from=$1 fpkg=$2 fver=$3
+	flog=$logdir/$fpkg-fetch.log
+	fetch_error=""
+	rm -rf "${srcdir:?}/$fpkg"
+	mkdir -p "$srcdir/$fpkg"
+	if ! (cd "$srcdir/$fpkg" && apt_in "$from" apt-get source -qq --only-source "$fpkg=$fver") \
+		>>"$flog" 2>&1; then
 		# Seen once for the newest openssl: the .dsc step fails. The
 		# upstream tarball alone builds the same libraries.
-		say "$pkg: apt-get source failed; unpacking the upstream tarball instead"
-		rm -rf "${srcdir:?}/$pkg"
-		mkdir -p "$srcdir/$pkg"
+		say "$fpkg $fver: apt-get source failed; trying the upstream tarball alone"
+		rm -rf "${srcdir:?}/$fpkg"
+		mkdir -p "$srcdir/$fpkg"
 		# The mirror may lack the .dsc or the Debian tarball and still
 		# have the upstream one: apt fails, and what it fetched is used.
-		(cd "$srcdir/$pkg" && apt_private apt-get source -qq --download-only --only-source "$pkg=$src_version") \
-			>>"$logdir/$pkg-fetch.log" 2>&1 || true
+		(cd "$srcdir/$fpkg" && apt_in "$from" apt-get source -qq --download-only \
+			--only-source "$fpkg=$fver") >>"$flog" 2>&1 || true
 		orig=""
-		for f in "$srcdir/$pkg"/*.orig.tar.*; do
+		for f in "$srcdir/$fpkg"/*.orig.tar.*; do
 			case "$f" in *.asc) ;; *) [ -f "$f" ] && orig=$f ;; esac
 		done
 		if [ -z "$orig" ]; then
-			sed 's/^/  /' "$logdir/$pkg-fetch.log" >&2
-			echo "deps-win: cannot fetch the source of $pkg $src_version (log: $logdir/$pkg-fetch.log)" >&2
+			# "E: Failed to fetch URI  404  Not Found [IP: ...]": the
+			# file and the server's answer.
+			fetch_error=$(sed -n 's|^E: Failed to fetch [^ ]*/\([^/ ]*\)  *\([0-9][0-9]*  *[^[]*[^[ ]\).*|\1: \2|p' \
+				"$flog" | tr -s ' ' | sort -u | paste -s -d ';' | sed 's/;/; /g')
+			[ -n "$fetch_error" ] || fetch_error="apt-get source failed (log: $flog)"
 			return 1
 		fi
-		(cd "$srcdir/$pkg" && tar xf "$orig") || die "$pkg: cannot unpack $orig"
+		(cd "$srcdir/$fpkg" && tar xf "$orig") || die "$fpkg: cannot unpack $orig"
 	fi
-	src_tree=$(find "$srcdir/$pkg" -mindepth 1 -maxdepth 1 -type d | head -n 1)
-	[ -n "$src_tree" ] || die "$pkg: nothing unpacked in $srcdir/$pkg"
+	src_tree=$(find "$srcdir/$fpkg" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+	[ -n "$src_tree" ] || die "$fpkg: nothing unpacked in $srcdir/$fpkg"
+}
+
+# fetch_source PKG: unpacks the Debian source of this machine's version of
+# PKG (the newest in its configured suites) into $srcdir/PKG; when that
+# cannot be fetched, the version in Debian's current stable release. Sets
+# src_tree, src_version and src_origin (what the stamp records).
+fetch_source() {
+	pkg=$1
+	update_private_lists
+	: >"$logdir/$pkg-fetch.log"
+	src_version=$(newest_version "$aptdir" "$pkg")
+	[ -n "$src_version" ] || die "no source package '$pkg' in the configured sources (see $aptdir/sources.list.d)"
+	src_origin="$pkg $src_version"
+	say "$pkg $src_version: fetching the Debian source"
+	fetch_from "$aptdir" "$pkg" "$src_version" && return 0
+	own_version=$src_version
+	own_error=$fetch_error
+	say "$pkg $own_version, this machine's version: its source cannot be fetched from this machine's package sources ($own_error)"
+	say "$pkg: looking for it in Debian's current stable release instead (for $pkg only; the other libraries keep this machine's versions)"
+	update_stable_lists
+	src_version=$(newest_version "$stable_aptdir" "$pkg")
+	if [ -z "$src_version" ]; then
+		echo "deps-win: no source package '$pkg' in Debian's stable release either (see $stable_aptdir/sources.list.d; log: $logdir/apt-update-apt-stable.log)" >&2
+		return 1
+	fi
+	say "$pkg $src_version (Debian stable): fetching the Debian source"
+	if ! fetch_from "$stable_aptdir" "$pkg" "$src_version"; then
+		echo "deps-win: the source of $pkg $src_version from Debian's stable release cannot be fetched either ($fetch_error; log: $logdir/$pkg-fetch.log)" >&2
+		return 1
+	fi
+	src_origin="$pkg $src_version from Debian stable, since the source of this machine's $pkg $own_version cannot be fetched [$own_error]"
+	say "$pkg: using $pkg $src_version from Debian stable, not this machine's $own_version, whose source cannot be fetched"
 }
 
 # run_logged LOG CMD...: runs CMD with output to LOG; on failure shows its end.
@@ -340,7 +501,7 @@ build_libuv() {
 	cp "$lib" "$prefix/lib/libuv.a"
 	cp -R "$src_tree/include/." "$prefix/include/"
 	verify_libuv || die "libuv1: $prefix/lib/libuv.a lacks a symbol of: $libuv_symbols"
-	write_stamp libuv "libuv1 $src_version"
+	write_stamp libuv "$src_origin"
 }
 
 build_openssl() {
@@ -361,7 +522,7 @@ build_openssl() {
 	cp "$b"/include/openssl/*.h "$prefix/include/openssl/"
 	cp "$b/libssl.a" "$b/libcrypto.a" "$prefix/lib/"
 	verify_openssl || die "openssl: libssl.a or libcrypto.a lacks a checked symbol, or a header is missing"
-	write_stamp openssl "openssl $src_version"
+	write_stamp openssl "$src_origin"
 }
 
 build_protobufc() {
@@ -378,7 +539,7 @@ build_protobufc() {
 	cp "$b/libprotobuf-c.a" "$prefix/lib/"
 	cp "$src_tree/protobuf-c/protobuf-c.h" "$prefix/include/protobuf-c/"
 	verify_protobufc || die "protobuf-c: libprotobuf-c.a lacks a symbol of: $protobufc_symbols"
-	write_stamp protobuf-c "protobuf-c $src_version"
+	write_stamp protobuf-c "$src_origin"
 }
 
 build_inih() {
@@ -390,17 +551,18 @@ build_inih() {
 	# inih is a chosen library: without its source there is no Windows
 	# build, rather than a parser of our own in its place.
 	fetch_source libinih ||
-		die "libinih: its Debian source package cannot be fetched from this machine's package sources; the Windows agent needs it"
+		die "libinih: its Debian source package cannot be fetched, neither this machine's version nor Debian stable's; the Windows agent needs it"
 	say "libinih: compiling ini.c"
-	# Debian builds the library with inih's default options (the meson
-	# defaults are the header's defaults): no -D here either.
+	# inih's default options, which are the ones the header gives its
+	# users. (Debian's own build adds INI_HANDLER_LINENO=1 to the library
+	# only, so it calls a four-argument handler with five; the agent's
+	# handler is the header's four-argument one, and so is this build's.)
 	run_logged "$log" $host-gcc -O2 -c "$src_tree/ini.c" -o "$b/ini.o"
 	cp "$src_tree/ini.h" "$prefix/include/"
-	origin="libinih $src_version"
 	run_logged "$log" $host-ar rcs "$b/libinih.a" "$b/ini.o"
 	cp "$b/libinih.a" "$prefix/lib/"
 	verify_inih || die "libinih: libinih.a lacks a symbol of: $inih_symbols"
-	write_stamp libinih "$origin"
+	write_stamp libinih "$src_origin"
 }
 
 # ensure NAME VERIFY BUILD
@@ -456,3 +618,9 @@ for lib in libuv:verify_libuv:build_libuv protobuf-c:verify_protobufc:build_prot
 done
 [ "$check_only" = 1 ] && exit $rc
 say "ready in $(($(now) - t_start)) s: $prefix/{include,lib}"
+for stamp in "$prefix"/stamps/*; do
+	if grep -q '^source .* from Debian stable' "$stamp"; then
+		say "note: $(basename "$stamp") is $(sed -n 's/^source //p' "$stamp")"
+	fi
+done
+exit 0
