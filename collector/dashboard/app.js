@@ -180,7 +180,9 @@
 	}
 
 	function waveName(w) {
-		return w === null || w === undefined || w === '' ? '(no wave)' : 'Wave ' + w;
+		if (w === null || w === undefined || w === '')
+			return '(no wave)';
+		return /^wave\b/i.test(String(w)) ? String(w) : 'Wave ' + w;
 	}
 
 	/* ---- the API ---- */
@@ -592,8 +594,9 @@
 				(done === null ? '' : done + '/' + hosts + ' done · ') + meta.join(' · ')));
 	}
 
+	/* From a wave: exactly these hosts, whatever was searched before. */
 	function showHosts(change) {
-		setFilter(change);
+		setFilter(Object.assign({q: ''}, change));
 		const t = $('hosts-title');
 		if (t.scrollIntoView)
 			t.scrollIntoView({block: 'start'});
@@ -770,12 +773,13 @@
 	/* ---- one host ---- */
 
 	/* The command that repairs this host, as exfleetctl takes it; run on
-	 * the operator's machine, which holds the signing key. */
+	 * the operator's machine, which holds the signing key. exfleetctl finds
+	 * the collector, CA, certificate and key in its ctl.ini, as it did for
+	 * the sign-in link, and signs with that certificate. */
 	function repairCommand(h) {
-		const sign = ' \\\n    --operator-cert OPERATOR.crt --operator-key OPERATOR.key --ca ca.crt';
 		if (h.status === 'NEEDS_SP_REINSTALL')
 			return {
-				text: 'exfleetctl repair --service-pack --host ' + h.host_id + sign,
+				text: 'exfleetctl repair --service-pack --host ' + h.host_id,
 				why: 'POP3/IMAP users still fail after the credential repair: reapply the ' +
 					'service pack (the installer named in the agent\'s configuration).',
 			};
@@ -783,8 +787,7 @@
 			return null;
 		const account = serviceAccount(h);
 		return {
-			text: 'exfleetctl repair --host ' + h.host_id + " --account '" + account.name + "'" +
-				sign,
+			text: 'exfleetctl repair --host ' + h.host_id + " --account '" + account.name + "'",
 			why: 'Verifies the password of ' + account.name + ', grants it ' + RIGHTS.join(', ') +
 				', sets it on the Exchange services, restarts them in order and rescans. ' +
 				'exfleetctl asks for the password (or give --password-file) and seals it to ' +
@@ -798,9 +801,13 @@
 	 * host's domain (the local account is gone after promotion). */
 	function serviceAccount(h) {
 		const seen = new Map();
-		for (const s of h.services || [])
-			if (s.logon_account)
-				seen.set(s.logon_account, (seen.get(s.logon_account) || 0) + 1);
+		for (const s of h.services || []) {
+			const a = s.logon_account || '';
+			/* LocalSystem and NT AUTHORITY\...: built in, not the account to set */
+			if (a.indexOf('\\') < 0 || /^NT AUTHORITY\\/i.test(a))
+				continue;
+			seen.set(a, (seen.get(a) || 0) + 1);
+		}
 		let account = '';
 		let best = 0;
 		for (const [a, n] of seen)
@@ -884,8 +891,11 @@
 			el('p', {}, repair.why),
 			el('div', {class: 'cmd'},
 				el('pre', {}, el('code', {id: 'repair-command'}, repair.text)),
-				el('button', {type: 'button', class: 'copy', on: {click: (e) => copy(e.target,
-					repair.text.replace(/ \\\n\s*/g, ' '))}}, 'Copy'))) : null;
+				el('button', {type: 'button', class: 'copy',
+					on: {click: (e) => copy(e.target, repair.text)}}, 'Copy')),
+			el('p', {class: 'muted small'}, 'Run it where you ran exfleetctl dashboard: it ' +
+				'reaches the collector with the same configuration (ctl.ini) and signs each ' +
+				'step with your certificate, which must be an operator\'s.')) : null;
 
 		const facts = el('dl', {class: 'facts'},
 			fact('Wave', h.wave ? waveName(h.wave) + (h.planned_date ? ', planned ' + h.planned_date
@@ -910,7 +920,8 @@
 
 		const services = (h.services || []).map((s) => {
 			const rights = s.rights || [];
-			const missing = RIGHTS.filter((r) => !rights.includes(r));
+			/* Unreadable rights (the account is gone: 1332) are not "missing". */
+			const missing = s.rights_error ? [] : RIGHTS.filter((r) => !rights.includes(r));
 			const running = s.state === 'SERVICE_RUNNING';
 			return el('tr', {data: {service: s.name}},
 				el('td', {}, el('span', {class: 'mono'}, s.name),
@@ -927,8 +938,9 @@
 					rights.map((r) => el('span', {class: 'chip'}, r)),
 					missing.map((r) => el('span', {class: 'chip missing', title: 'required, missing'},
 						r + ' missing')),
-					s.rights_error ? el('span', {class: 'small bad'}, ' (rights unreadable: ' +
-						s.rights_error + ')') : ''));
+					s.rights_error ? el('span', {class: 'chip missing'}, 'cannot read the rights: ' +
+						s.rights_error + (s.rights_error === 1332 ? ' (no such account)' : ''))
+						: ''));
 		});
 
 		const history = ((h.status_history || {}).items || []).map((x) =>
