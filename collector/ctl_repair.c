@@ -6,10 +6,11 @@
  * agent's key (checked against its certificate first) and wiped here after
  * use; they never reach the collector in the clear.
  *
- * Like the other commands it uses the collector's store file directly until
- * the collector's API serves operators: commands are queued there, and their
- * outcomes read back. */
-#include <getopt.h>
+ * Everything goes through the collector's API: the hosts and their services
+ * (GET /api/v1/hosts), each agent's sealing key (GET
+ * /api/v1/hosts/{id}/sealing), the commands (POST /api/v1/commands) and
+ * their outcomes (GET /api/v1/commands, newest first). */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,13 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
+#include <uv.h>
 
 #include "ctl.h"
-#include "pki.h"
 #include "seal.h"
 #include "sign.h"
-#include "store.h"
 #include "util.h"
 
 #define PASSWORD_MAX 256
@@ -34,9 +34,10 @@ static const char repair_usage[] =
 	"usage: exfleetctl repair (--host ID | --status STATUS | --wave WAVE)\n"
 	"                         --account DOMAIN\\NAME [--password-file FILE]\n"
 	"                         [--canary N] [--max-failure-rate R] [--dry-run]\n"
-	"                         --operator-cert FILE --operator-key FILE --ca FILE [--crl FILE]\n"
-	"                         [--timeout DURATION] [--store FILE]\n"
+	"                         [--expires DURATION] [--crl FILE] [--json]\n"
+	"                         [signer] [connection]\n"
 	"       exfleetctl repair --service-pack (--host ID | --status STATUS | --wave WAVE) ...\n"
+	"  signer: --operator-cert FILE --operator-key FILE (default: --cert and --key)\n"
 	"\n"
 	"Repairs Exchange 5.5 after dcpromo (KB Q255269). Per host, each step a\n"
 	"signed command that must succeed before the next: verify-credentials,\n"
@@ -47,11 +48,16 @@ static const char repair_usage[] =
 	"NEEDS_SP_REINSTALL.\n"
 	"\n"
 	"The password is read from --password-file (first line) or asked for without\n"
-	"echo; it is sealed to each agent's key and wiped after use.\n"
-	"--dry-run prints each host's plan and sends nothing. --canary N repairs N\n"
-	"hosts first and goes on only if at most --max-failure-rate (default 0) of\n"
-	"them failed. Progress is printed per host; the exit status is 1 if any\n"
-	"host's repair failed.\n";
+	"echo; it is sealed to each agent's key, after that key's signature is\n"
+	"checked against the agent's certificate, the CA (--ca) and --crl, and wiped\n"
+	"after use. --dry-run prints each host's plan and sends nothing (a viewer\n"
+	"certificate will do). --canary N repairs N hosts first and goes on only if\n"
+	"at most --max-failure-rate (default 0) of them failed. Each command is\n"
+	"valid for --expires (default 5m, at most 24h), and a host whose step has\n"
+	"no result by then has failed. Progress is printed per host, then a\n"
+	"summary (--json: the summary as JSON, progress on standard error). The\n"
+	"exit status is 1 if any host's repair failed.\n"
+	CTL_CONN_USAGE;
 
 enum step {
 	STEP_VERIFY,
@@ -67,25 +73,29 @@ static const char *const step_names[] = {"verify-credentials", "grant-rights",
 					 "set-service-credentials", "restart-services",
 					 "reapply-service-pack", "rescan", "done"};
 
-static const char *const exchange_services[] = {"MSExchangeSA", "MSExchangeDS", "MSExchangeIS",
-						"MSExchangeMTA", "MSExchangeIMC", "MSExchangeES"};
+#define N_EXCHANGE 6
+static const char *const exchange_services[N_EXCHANGE] = {
+	"MSExchangeSA", "MSExchangeDS", "MSExchangeIS", "MSExchangeMTA", "MSExchangeIMC",
+	"MSExchangeES"};
 static const char *const rights[] = {"SeServiceLogonRight", "SeTcbPrivilege",
 				     "SeRestorePrivilege"};
 
 struct host_plan {
 	char host_id[65];
-	char *services[6];      /* the Exchange services this host has */
+	char *services[N_EXCHANGE]; /* the Exchange services this host has */
 	size_t n_services;
 	uint8_t pub[SEAL_KEY_LEN];
 	int sealing_ok;
 	enum step step;
 	char command_id[33];    /* of the step in flight, "" when none */
+	int seen;               /* its state was read this round */
 	int failed;
 	char failure[300];
 };
 
 struct repair {
-	struct store *st;
+	struct ctl_api *api;
+	FILE *progress;         /* stdout, or stderr under --json */
 	struct sign_verifier *verifier;
 	X509 *cert;
 	EVP_PKEY *key;
@@ -93,43 +103,87 @@ struct repair {
 	char password[PASSWORD_MAX];
 	size_t password_len;
 	int service_pack;
-	int64_t timeout_ms;
+	int64_t expires_ms;
 	struct host_plan *hosts;
 	size_t n;
+	int stopped;            /* the collector went away: CTL_UNREACHABLE */
 };
+
+static void host_failed(struct repair *r, struct host_plan *h, const char *fmt, ...)
+	LOG_PRINTF(3, 4);
+
+static void host_failed(struct repair *r, struct host_plan *h, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(h->failure, sizeof(h->failure), fmt, ap);
+	va_end(ap);
+	h->failed = 1;
+	fprintf(r->progress, "  %-10s FAILED: %s\n", h->host_id, h->failure);
+}
 
 /* ---- choosing hosts ---- */
 
-struct pick {
-	struct repair *r;
-	int failed;
-};
-
-static void pick_cb(const struct store_row *row, void *arg)
+static int add_host(struct repair *r, const char *id)
 {
-	struct pick *p = arg;
-	const char *id = ctl_value(row, "host_id");
-	const char *status = ctl_value(row, "status");
-	if (!id || (status && strcmp(status, "NEVER_SEEN") == 0))
-		return;
-	struct host_plan *grown = realloc(p->r->hosts, (p->r->n + 1) * sizeof(*grown));
-	if (!grown) {
-		p->failed = 1;
-		return;
-	}
-	p->r->hosts = grown;
-	struct host_plan *h = &grown[p->r->n++];
+	struct host_plan *grown = realloc(r->hosts, (r->n + 1) * sizeof(*grown));
+	if (!grown)
+		return ctl_fail("repair", "out of memory");
+	r->hosts = grown;
+	struct host_plan *h = &grown[r->n++];
 	memset(h, 0, sizeof(*h));
 	snprintf(h->host_id, sizeof(h->host_id), "%s", id);
+	return CTL_OK;
 }
 
-static void services_cb(const struct store_row *row, void *arg)
+/* The Exchange services a host reported, from GET /api/v1/hosts/{id}. */
+static int load_services(struct repair *r, struct host_plan *h)
 {
-	struct host_plan *h = arg;
-	const char *name = ctl_value(row, "name");
-	for (size_t i = 0; name && i < 6; i++)
-		if (strcmp(name, exchange_services[i]) == 0 && h->n_services < 6)
-			h->services[h->n_services++] = (char *)exchange_services[i];
+	struct ctl_path path;
+	json_t *host;
+	ctl_path_init(&path, "/api/v1/hosts", h->host_id);
+	int rc = ctl_api_get(r->api, path.text, &host);
+	if (rc != CTL_OK)
+		return rc;
+	size_t i;
+	json_t *svc;
+	json_array_foreach(json_object_get(host, "services"), i, svc) {
+		const char *name = ctl_str(svc, "name", "");
+		for (size_t k = 0; k < N_EXCHANGE && h->n_services < N_EXCHANGE; k++)
+			if (strcmp(name, exchange_services[k]) == 0)
+				h->services[h->n_services++] = (char *)exchange_services[k];
+	}
+	json_decref(host);
+	return CTL_OK;
+}
+
+static int pick_hosts(struct repair *r, const char *host, const char *status, const char *wave)
+{
+	int rc;
+	if (host) {
+		rc = add_host(r, host);
+	} else {
+		struct ctl_path path;
+		json_t *items;
+		ctl_path_init(&path, "/api/v1/hosts", NULL);
+		ctl_path_param(&path, "status", status);
+		ctl_path_param(&path, "wave", wave);
+		rc = ctl_api_get_items(r->api, path.text, 0, &items);
+		size_t i;
+		json_t *item;
+		json_array_foreach(items, i, item) {
+			/* A planned host that never connected has nothing to repair. */
+			if (rc == CTL_OK &&
+			    strcmp(ctl_str(item, "connectivity", ""), "NEVER_SEEN") != 0)
+				rc = add_host(r, ctl_str(item, "host_id", "?"));
+		}
+		json_decref(items);
+	}
+	for (size_t i = 0; rc == CTL_OK && i < r->n; i++)
+		rc = load_services(r, &r->hosts[i]);
+	if (rc == CTL_OK && r->n == 0)
+		rc = ctl_fail("repair", "no host matches");
+	return rc;
 }
 
 /* ---- commands ---- */
@@ -141,20 +195,21 @@ static int seal(struct repair *r, struct host_plan *h, const char *id,
 			   out, err, errlen);
 }
 
-/* Signs and queues the current step of h; 0, or negative with h->failure. */
-static int submit_step(struct repair *r, struct host_plan *h)
+/* Signs and submits the current step of h; a refusal fails the host. */
+static void submit_step(struct repair *r, struct host_plan *h)
 {
-	uint8_t raw[16];
 	char id[33];
-	if (RAND_bytes(raw, sizeof(raw)) != 1)
-		return -1;
-	util_hex(raw, sizeof(raw), id);
+	if (ctl_command_id(id) < 0) {
+		host_failed(r, h, "%s: not sent: no randomness for a command id",
+			    step_names[h->step]);
+		return;
+	}
 	int64_t now = util_now_ms();
 	Exfleet__CommandBody body = EXFLEET__COMMAND_BODY__INIT;
 	body.id = id;
 	body.target_host_id = h->host_id;
 	body.issued_at_ms = now;
-	body.expires_at_ms = now + r->timeout_ms;
+	body.expires_at_ms = now + r->expires_ms;
 	Exfleet__SealedSecret sealed = EXFLEET__SEALED_SECRET__INIT;
 	Exfleet__VerifyCredentials verify = EXFLEET__VERIFY_CREDENTIALS__INIT;
 	Exfleet__GrantRights grant = EXFLEET__GRANT_RIGHTS__INIT;
@@ -164,7 +219,6 @@ static int submit_step(struct repair *r, struct host_plan *h)
 	Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
 	char err[512] = "";
 	int rc = 0;
-	const char *action = NULL;
 	switch (h->step) {
 	case STEP_VERIFY:
 		rc = seal(r, h, id, &sealed, err, sizeof(err));
@@ -172,7 +226,6 @@ static int submit_step(struct repair *r, struct host_plan *h)
 		verify.password = &sealed;
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_VERIFY_CREDENTIALS;
 		body.verify_credentials = &verify;
-		action = "VERIFY_CREDENTIALS";
 		break;
 	case STEP_GRANT:
 		grant.account = (char *)r->account;
@@ -180,7 +233,6 @@ static int submit_step(struct repair *r, struct host_plan *h)
 		grant.n_rights = 3;
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_GRANT_RIGHTS;
 		body.grant_rights = &grant;
-		action = "GRANT_RIGHTS";
 		break;
 	case STEP_SET:
 		rc = seal(r, h, id, &sealed, err, sizeof(err));
@@ -190,68 +242,50 @@ static int submit_step(struct repair *r, struct host_plan *h)
 		set.n_services = h->n_services;
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_SET_SERVICE_CREDENTIALS;
 		body.set_service_credentials = &set;
-		action = "SET_SERVICE_CREDENTIALS";
 		break;
 	case STEP_RESTART:
 		restart.services = h->services;
 		restart.n_services = h->n_services;
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES;
 		body.restart_services = &restart;
-		action = "RESTART_SERVICES";
 		break;
 	case STEP_SERVICE_PACK:
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_REAPPLY_SERVICE_PACK;
 		body.reapply_service_pack = &sp;
-		action = "REAPPLY_SERVICE_PACK";
 		break;
 	default:
 		body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
 		body.rescan = &rescan;
-		action = "RESCAN";
 		break;
 	}
-	Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
-	uint8_t *envelope = NULL;
-	if (rc == 0)
-		rc = sign_command(&body, r->key, r->cert, &cmd, err, sizeof(err));
+	json_t *answer = NULL;
 	if (rc == 0) {
-		size_t len = exfleet__command__get_packed_size(&cmd);
-		envelope = malloc(len);
-		if (!envelope) {
-			rc = -1;
-		} else {
-			exfleet__command__pack(&cmd, envelope);
-			char signer[PKI_NAME_MAX + 1] = "?";
-			enum pki_role role;
-			pki_cert_identity(r->cert, signer, sizeof(signer), &role);
-			rc = store_enqueue_command(r->st, id, h->host_id, action, signer, now,
-						   body.expires_at_ms, envelope, len, err, sizeof(err));
-		}
+		r->api->quiet = 1;
+		rc = ctl_submit_command(r->api, &body, r->cert, r->key, &answer);
+		r->api->quiet = 0;
+		snprintf(err, sizeof(err), "%s", r->api->message);
 	}
-	sign_command_free(&cmd);
 	seal_secret_free(&sealed);
-	free(envelope);
-	if (rc < 0) {
-		h->failed = 1;
-		snprintf(h->failure, sizeof(h->failure), "%s: not sent: %s", step_names[h->step],
-			 err[0] ? err : "out of memory");
-		return -1;
+	json_decref(answer);
+	if (rc == CTL_UNREACHABLE) {
+		fprintf(stderr, "exfleetctl repair: %s\n", err);
+		r->stopped = 1;
 	}
-	snprintf(h->command_id, sizeof(h->command_id), "%s", id);
-	return 0;
+	if (rc != 0)
+		host_failed(r, h, "%s: not sent: %s", step_names[h->step], err);
+	else
+		snprintf(h->command_id, sizeof(h->command_id), "%s", id);
 }
 
-/* Looks at the step in flight; moves on, or marks the host failed. */
-static void check_step(struct repair *r, struct host_plan *h, int64_t deadline)
+/* What the collector says of h's step in flight: move on, or fail it. */
+static void check_step(struct repair *r, struct host_plan *h, json_t *command,
+		       int64_t deadline)
 {
-	char state[32], reason[256];
-	char *steps = NULL;
-	if (store_command_outcome(r->st, h->command_id, state, sizeof(state), reason,
-				  sizeof(reason), &steps) < 0)
-		return;
-	free(steps);
+	const char *state = ctl_str(command, "state", "?");
+	const char *reason = ctl_str(json_object_get(command, "result"), "reason", "");
+	h->seen = 1;
 	if (strcmp(state, "succeeded") == 0) {
-		printf("  %-10s %-24s ok\n", h->host_id, step_names[h->step]);
+		fprintf(r->progress, "  %-10s %-24s ok\n", h->host_id, step_names[h->step]);
 		h->command_id[0] = '\0';
 		h->step = h->step == STEP_SERVICE_PACK ? STEP_RESCAN
 			  : h->step == STEP_RESCAN     ? STEP_DONE
@@ -261,38 +295,84 @@ static void check_step(struct repair *r, struct host_plan *h, int64_t deadline)
 		return;
 	}
 	if (strcmp(state, "queued") == 0 || strcmp(state, "delivered") == 0) {
-		if (util_now_ms() < deadline)
-			return;
-		snprintf(reason, sizeof(reason), "no result in time (still %s)", state);
-		snprintf(state, sizeof(state), "timed out");
+		if (util_now_ms() >= deadline)
+			host_failed(r, h, "%s timed out: no result in time (still %s)",
+				    step_names[h->step], state);
+		return;
 	}
-	h->failed = 1;
 	/* The agent's reason names the step, its target and the Win32 error. */
-	snprintf(h->failure, sizeof(h->failure), "%s %s: %s", step_names[h->step], state,
-		 reason[0] ? reason : "no reason given");
-	printf("  %-10s %-24s %s: %s\n", h->host_id, step_names[h->step], state,
-	       reason[0] ? reason : "no reason given");
+	host_failed(r, h, "%s %s: %s", step_names[h->step], state,
+		    reason[0] ? reason : "no reason given");
+}
+
+/* One look at the steps in flight among hosts [from, to): the commands,
+ * newest first, page after page until each one in flight was seen. */
+static void poll_steps(struct repair *r, size_t from, size_t to, int64_t deadline)
+{
+	size_t pending = 0;
+	for (size_t i = from; i < to; i++) {
+		r->hosts[i].seen = 0;
+		pending += !r->hosts[i].failed && r->hosts[i].command_id[0];
+	}
+	json_int_t offset = 0;
+	while (pending > 0) {
+		char path[64];
+		json_t *page;
+		snprintf(path, sizeof(path), "/api/v1/commands?offset=%lld", (long long)offset);
+		int rc = ctl_api_get(r->api, path, &page);
+		if (rc != CTL_OK) {
+			r->stopped = rc == CTL_UNREACHABLE;
+			return;
+		}
+		size_t k;
+		json_t *command;
+		json_array_foreach(json_object_get(page, "items"), k, command) {
+			const char *id = ctl_str(command, "command_id", "");
+			for (size_t i = from; i < to; i++) {
+				struct host_plan *h = &r->hosts[i];
+				if (!h->failed && !h->seen && strcmp(h->command_id, id) == 0) {
+					check_step(r, h, command, deadline);
+					pending--;
+				}
+			}
+		}
+		json_t *next = json_object_get(page, "next");
+		offset = json_integer_value(next);
+		int more = json_is_integer(next);
+		json_decref(page);
+		if (!more)
+			break;
+	}
+	/* Not listed at all: the collector lost it, or never had it. */
+	for (size_t i = from; i < to && util_now_ms() >= deadline; i++) {
+		struct host_plan *h = &r->hosts[i];
+		if (!h->failed && h->command_id[0] && !h->seen)
+			host_failed(r, h, "%s: the collector does not list command %s",
+				    step_names[h->step], h->command_id);
+	}
 }
 
 /* Runs the plans of hosts [from, to) together until each is done or failed. */
 static void run_plans(struct repair *r, size_t from, size_t to)
 {
-	int64_t deadline = util_now_ms() + r->timeout_ms;
-	for (;;) {
-		size_t busy = 0;
-		for (size_t i = from; i < to; i++) {
+	int64_t deadline = util_now_ms() + r->expires_ms;
+	while (!r->stopped) {
+		size_t busy = 0, in_flight = 0;
+		for (size_t i = from; i < to && !r->stopped; i++) {
 			struct host_plan *h = &r->hosts[i];
 			if (h->failed || h->step == STEP_DONE)
 				continue;
 			busy++;
-			if (h->command_id[0])
-				check_step(r, h, deadline);
-			else if (submit_step(r, h) < 0)
-				printf("  %-10s FAILED: %s\n", h->host_id, h->failure);
+			if (!h->command_id[0])
+				submit_step(r, h);
+			in_flight += !h->failed && h->command_id[0];
 		}
-		if (busy == 0)
+		if (busy == 0 || r->stopped)
 			return;
-		uv_sleep(POLL_MS);
+		if (in_flight) {
+			uv_sleep(POLL_MS);
+			poll_steps(r, from, to, deadline);
+		}
 	}
 }
 
@@ -305,6 +385,8 @@ static int read_password(struct repair *r, const char *file)
 	if (!in)
 		return ctl_fail("repair", "cannot read the password from %s",
 				file ? file : "the terminal (give --password-file)");
+	/* No stdio buffer of our own: the password stays in buf, wiped below. */
+	setvbuf(in, NULL, _IONBF, 0);
 	struct termios old, quiet;
 	int tty = !file && tcgetattr(fileno(in), &old) == 0;
 	if (tty) {
@@ -333,39 +415,58 @@ static int read_password(struct repair *r, const char *file)
 	return rc;
 }
 
-/* The host's sealing key, checked against its certificate and our CA. */
+/* Standard base64 to bytes: the length, or -1. */
+static int base64_decode(const char *text, uint8_t *out, size_t max)
+{
+	size_t len = strlen(text);
+	if (len == 0 || len % 4 != 0 || len / 4 * 3 > max || len > 4096)
+		return -1;
+	int n = EVP_DecodeBlock(out, (const unsigned char *)text, (int)len);
+	if (n < 0)
+		return -1;
+	return n - (text[len - 1] == '=') - (text[len - 2] == '=');
+}
+
+/* The host's sealing key, from the collector, checked against the agent's
+ * certificate and our CA: a collector cannot slip in a key of its own. */
 static void load_sealing(struct repair *r, struct host_plan *h)
 {
-	uint8_t *pub = NULL, *sig = NULL, *der = NULL;
-	size_t pub_len, sig_len, der_len;
-	char err[512];
-	if (store_host_sealing(r->st, h->host_id, &pub, &pub_len, &sig, &sig_len, &der, &der_len,
-			       err, sizeof(err)) < 0) {
-		snprintf(h->failure, sizeof(h->failure), "%s", err);
-		goto out;
+	struct ctl_path path;
+	json_t *j = NULL;
+	ctl_path_init(&path, "/api/v1/hosts", h->host_id);
+	snprintf(path.text + path.len, sizeof(path.text) - path.len, "/sealing");
+	r->api->quiet = 1;
+	int rc = ctl_api_get(r->api, path.text, &j);
+	r->api->quiet = 0;
+	if (rc != CTL_OK) {
+		if (rc == CTL_UNREACHABLE) {
+			fprintf(stderr, "exfleetctl repair: %s\n", r->api->message);
+			r->stopped = 1;
+		}
+		host_failed(r, h, "no sealing key: %s", r->api->message);
+		return;
 	}
-	const uint8_t *p = der;
-	X509 *cert = d2i_X509(NULL, &p, (long)der_len);
-	if (!cert || pub_len != SEAL_KEY_LEN ||
-	    seal_key_verify(r->verifier, cert, h->host_id, pub, sig, sig_len, err, sizeof(err)) <
-		    0) {
-		snprintf(h->failure, sizeof(h->failure), "sealing key refused: %s",
-			 cert ? err : "the stored agent certificate does not parse");
-	} else {
+	uint8_t pub[SEAL_KEY_LEN + 3], sig[512];
+	int pub_len = base64_decode(ctl_str(j, "public_key", ""), pub, sizeof(pub));
+	int sig_len = base64_decode(ctl_str(j, "signature", ""), sig, sizeof(sig));
+	const char *pem = ctl_str(j, "agent_certificate", "");
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	char err[512];
+	if (pub_len != SEAL_KEY_LEN || sig_len <= 0)
+		host_failed(r, h, "sealing key refused: the collector's copy is malformed");
+	else if (!cert)
+		host_failed(r, h, "sealing key refused: the agent certificate does not parse");
+	else if (seal_key_verify(r->verifier, cert, h->host_id, pub, sig, (size_t)sig_len, err,
+				 sizeof(err)) < 0)
+		host_failed(r, h, "sealing key refused: %s", err);
+	else {
 		memcpy(h->pub, pub, SEAL_KEY_LEN);
 		h->sealing_ok = 1;
 	}
 	X509_free(cert);
-out:
-	free(pub);
-	free(sig);
-	free(der);
-}
-
-static void status_cb(const struct store_row *row, void *arg)
-{
-	const char *status = ctl_value(row, "status");
-	snprintf(arg, 32, "%s", status ? status : "");
+	json_decref(j);
 }
 
 static size_t failures(const struct repair *r, size_t from, size_t to)
@@ -374,6 +475,104 @@ static size_t failures(const struct repair *r, size_t from, size_t to)
 	for (size_t i = from; i < to; i++)
 		n += r->hosts[i].failed;
 	return n;
+}
+
+static void dry_run(struct repair *r)
+{
+	json_t *plans = r->api->json ? json_array() : NULL;
+	for (size_t i = 0; i < r->n; i++) {
+		struct host_plan *h = &r->hosts[i];
+		char services[128] = "";
+		for (size_t k = 0; k < h->n_services; k++)
+			snprintf(services + strlen(services), sizeof(services) - strlen(services),
+				 "%s%s", k ? ", " : " ", h->services[k]);
+		char plan[512];
+		if (r->service_pack)
+			snprintf(plan, sizeof(plan), "reapply-service-pack, rescan");
+		else
+			snprintf(plan, sizeof(plan),
+				 "verify-credentials %s; grant-rights SeServiceLogonRight, "
+				 "SeTcbPrivilege, SeRestorePrivilege; set-service-credentials%s; "
+				 "restart-services; rescan",
+				 r->account, services);
+		if (plans)
+			json_array_append_new(plans, json_pack("{s:s, s:s}", "host_id", h->host_id,
+							       "plan", plan));
+		else
+			printf("%s: %s\n", h->host_id, plan);
+	}
+	if (plans) {
+		json_t *j = json_pack("{s:b, s:o}", "dry_run", 1, "hosts", plans);
+		ctl_print_json(j);
+		json_decref(j);
+	} else {
+		printf("dry run: %zu host%s, nothing sent\n", r->n, r->n == 1 ? "" : "s");
+	}
+}
+
+/* Hosts whose POP3/IMAP users still fail after the repair need the
+ * service pack: a JSON array of their ids. */
+static json_t *needing_service_pack(struct repair *r)
+{
+	json_t *items = NULL, *ids = json_array();
+	if (ctl_api_get_items(r->api, "/api/v1/hosts?status=NEEDS_SP_REINSTALL", 0, &items) !=
+	    CTL_OK)
+		return ids;
+	size_t k;
+	json_t *item;
+	json_array_foreach(items, k, item)
+		for (size_t i = 0; i < r->n; i++)
+			if (strcmp(ctl_str(item, "host_id", ""), r->hosts[i].host_id) == 0)
+				json_array_append_new(ids, json_string(r->hosts[i].host_id));
+	json_decref(items);
+	return ids;
+}
+
+static void summary(struct repair *r, int canary_stopped)
+{
+	size_t done = 0, failed = failures(r, 0, r->n);
+	for (size_t i = 0; i < r->n; i++)
+		done += r->hosts[i].step == STEP_DONE;
+	json_t *sp = r->service_pack || r->stopped ? json_array() : needing_service_pack(r);
+	if (r->api->json) {
+		json_t *hosts = json_array();
+		for (size_t i = 0; i < r->n; i++) {
+			struct host_plan *h = &r->hosts[i];
+			const char *result = "not touched";
+			if (h->step == STEP_DONE)
+				result = "repaired";
+			else if (h->failed)
+				result = "failed";
+			json_array_append_new(hosts,
+					      json_pack("{s:s, s:s, s:s?}", "host_id", h->host_id,
+							"result", result, "failure",
+							h->failed ? h->failure : NULL));
+		}
+		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b, s:o, s:O}", "hosts",
+				      (json_int_t)r->n, "repaired", (json_int_t)done, "failed",
+				      (json_int_t)failed, "not_touched",
+				      (json_int_t)(r->n - done - failed), "canary_stopped",
+				      canary_stopped, "results", hosts, "needs_service_pack", sp);
+		ctl_print_json(j);
+		json_decref(j);
+		json_decref(sp);
+		return;
+	}
+	printf("\n%zu host%s: %zu repaired, %zu failed, %zu not touched\n", r->n,
+	       r->n == 1 ? "" : "s", done, failed, r->n - done - failed);
+	for (size_t i = 0; i < r->n; i++)
+		if (r->hosts[i].failed)
+			printf("  %s: %s\n", r->hosts[i].host_id, r->hosts[i].failure);
+	size_t k;
+	json_t *id;
+	json_array_foreach(sp, k, id) {
+		printf("  %s: POP3/IMAP still fail: run exfleetctl repair --service-pack --host %s\n",
+		       json_string_value(id), json_string_value(id));
+	}
+	if (!r->service_pack && json_array_size(sp) == 0)
+		printf("If POP3/IMAP keep failing on a repaired host, it becomes "
+		       "NEEDS_SP_REINSTALL: then run exfleetctl repair --service-pack for it.\n");
+	json_decref(sp);
 }
 
 int ctl_repair(int argc, char **argv)
@@ -390,21 +589,21 @@ int ctl_repair(int argc, char **argv)
 		{"service-pack", no_argument, NULL, 'S'},
 		{"operator-cert", required_argument, NULL, 'C'},
 		{"operator-key", required_argument, NULL, 'K'},
-		{"ca", required_argument, NULL, 'A'},
 		{"crl", required_argument, NULL, 'R'},
-		{"timeout", required_argument, NULL, 't'},
-		{"store", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
+		{"expires", required_argument, NULL, 'e'},
+		CTL_JSON_OPTION,
+		CTL_CONN_OPTIONS,
 		{NULL, 0, NULL, 0}};
 	const char *host = NULL, *status = NULL, *wave = NULL, *password_file = NULL;
-	const char *cert_file = NULL, *key_file = NULL, *ca = NULL, *crl = NULL;
-	const char *path = "collector.db";
+	const char *cert_file = NULL, *key_file = NULL, *crl = NULL;
 	long canary = 0;
 	double max_rate = 0;
-	int dry_run = 0, c;
-	struct repair r = {.timeout_ms = 300000};
+	int dry = 0, c;
+	struct ctl_api api = {.what = "repair"};
+	struct repair r = {.api = &api, .expires_ms = 300000, .progress = stdout};
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		char *end = NULL;
 		switch (c) {
 		case 'H':
@@ -423,7 +622,7 @@ int ctl_repair(int argc, char **argv)
 			password_file = optarg;
 			break;
 		case 'n':
-			dry_run = 1;
+			dry = 1;
 			break;
 		case 'S':
 			r.service_pack = 1;
@@ -434,174 +633,117 @@ int ctl_repair(int argc, char **argv)
 		case 'K':
 			key_file = optarg;
 			break;
-		case 'A':
-			ca = optarg;
-			break;
 		case 'R':
 			crl = optarg;
 			break;
-		case 'd':
-			path = optarg;
-			break;
 		case 'c':
 			canary = strtol(optarg, &end, 10);
-			if (*end || canary < 1)
+			if (end == optarg || *end || canary < 1)
 				return ctl_usage_error("repair", "repair",
-						       "--canary '%s' is not a positive number", optarg);
+						       "--canary '%s' is not a positive number",
+						       optarg);
 			break;
 		case 'm':
 			max_rate = strtod(optarg, &end);
-			if (*end || max_rate < 0 || max_rate > 1)
-				return ctl_usage_error("repair", "repair",
-						       "--max-failure-rate '%s' is not between 0 and 1",
-						       optarg);
+			if (end == optarg || *end || !(max_rate >= 0 && max_rate <= 1))
+				return ctl_usage_error(
+				    "repair", "repair",
+				    "--max-failure-rate '%s' is not between 0 and 1", optarg);
 			break;
-		case 't':
-			r.timeout_ms = strtol(optarg, &end, 10) * 1000;
-			if (*end == 'm') {
-				r.timeout_ms *= 60;
-				end++;
-			} else if (*end == 's') {
-				end++;
-			}
-			if (*end || r.timeout_ms <= 0)
-				return ctl_usage_error("repair", "repair",
-						       "--timeout '%s' is not like 90s or 5m", optarg);
+		case 'e':
+			if (ctl_parse_duration(optarg, &r.expires_ms) < 0 ||
+			    r.expires_ms > 86400000)
+				return ctl_usage_error(
+				    "repair", "repair",
+				    "--expires '%s' is not like 90s or 5m (at most "
+				    "24h)",
+				    optarg);
 			break;
 		case 'h':
 			fputs(repair_usage, stdout);
 			return CTL_OK;
 		default:
-			return ctl_usage_error("repair", "repair", "unknown option");
+			if (ctl_api_option(&api, c, argv) != CTL_OK)
+				return CTL_USAGE;
 		}
 	}
 	if (optind != argc)
-		return ctl_usage_error("repair", "repair", "unexpected argument '%s'", argv[optind]);
+		return ctl_usage_error("repair", "repair", "unexpected argument '%s'",
+				       argv[optind]);
 	if (!!host + !!status + !!wave != 1)
-		return ctl_usage_error("repair", "repair", "choose hosts by one of --host, --status "
-					     "and --wave");
+		return ctl_usage_error("repair", "repair",
+				       "choose hosts by one of --host, --status "
+				       "and --wave");
 	if (!r.service_pack && !r.account)
 		return ctl_usage_error("repair", "repair", "--account DOMAIN\\NAME is required");
-	if (!dry_run && (!cert_file || !key_file || !ca))
+	if (!cert_file != !key_file)
 		return ctl_usage_error("repair", "repair",
-				       "commands are signed: give --operator-cert, --operator-key "
-				       "and --ca");
+				       "give both --operator-cert and --operator-key, or neither");
+	if (api.json)
+		r.progress = stderr;
 	char err[512];
-	int rc = CTL_FAILED;
-	if (store_open_reader(&r.st, path, err, sizeof(err)) < 0)
-		return ctl_fail("repair", "%s", err);
-	struct pick pick = {&r, 0};
-	if (host) {
-		pick_cb(&(struct store_row){1, (const char *[]){"host_id"},
-					    (const char *[]){host}, NULL},
-			&pick);
-	} else if (store_view(r.st, STORE_HOSTS, NULL, status, wave, pick_cb, &pick, err,
-			      sizeof(err)) < 0) {
-		ctl_fail("repair", "%s", err);
+	int rc = ctl_api_connect(&api);
+	if (rc == CTL_OK)
+		rc = pick_hosts(&r, host, status, wave);
+	if (rc != CTL_OK)
+		goto out;
+	if (dry) {
+		dry_run(&r);
 		goto out;
 	}
-	if (pick.failed || r.n == 0) {
-		ctl_fail("repair", "%s", pick.failed ? "out of memory" : "no host matches");
+	rc = ctl_load_operator("repair", cert_file ? cert_file : api.cert_used,
+			       key_file ? key_file : api.key_used, &r.cert, &r.key);
+	if (rc != CTL_OK)
 		goto out;
-	}
-	for (size_t i = 0; i < r.n; i++)
-		store_view(r.st, STORE_HOST_SERVICES, r.hosts[i].host_id, NULL, NULL, services_cb,
-			   &r.hosts[i], err, sizeof(err));
-	if (dry_run) {
-		for (size_t i = 0; i < r.n; i++) {
-			struct host_plan *h = &r.hosts[i];
-			printf("%s:", h->host_id);
-			if (r.service_pack) {
-				printf(" reapply-service-pack, rescan\n");
-				continue;
-			}
-			printf(" verify-credentials %s; grant-rights SeServiceLogonRight, "
-			       "SeTcbPrivilege, SeRestorePrivilege; set-service-credentials",
-			       r.account);
-			for (size_t k = 0; k < h->n_services; k++)
-				printf("%s %s", k ? "," : "", h->services[k]);
-			printf("; restart-services; rescan\n");
-		}
-		printf("dry run: %zu host%s, nothing sent\n", r.n, r.n == 1 ? "" : "s");
-		rc = CTL_OK;
-		goto out;
-	}
-	if (ctl_load_operator("repair", cert_file, key_file, &r.cert, &r.key) != CTL_OK)
-		goto out;
-	r.verifier = sign_verifier_new(ca, crl, err, sizeof(err));
+	r.verifier = sign_verifier_new(api.ca_used, crl, err, sizeof(err));
 	if (!r.verifier) {
-		ctl_fail("repair", "%s", err);
+		rc = ctl_fail("repair", "%s", err);
 		goto out;
 	}
-	if (!r.service_pack && read_password(&r, password_file) != CTL_OK)
+	if (!r.service_pack && (rc = read_password(&r, password_file)) != CTL_OK)
 		goto out;
-	for (size_t i = 0; i < r.n; i++) {
+	for (size_t i = 0; i < r.n && !r.stopped; i++) {
 		struct host_plan *h = &r.hosts[i];
 		h->step = r.service_pack ? STEP_SERVICE_PACK : STEP_VERIFY;
 		if (r.service_pack)
 			continue;
 		load_sealing(&r, h);
-		if (!h->sealing_ok) {
-			h->failed = 1;
-			printf("  %-10s FAILED: %s\n", h->host_id, h->failure);
-		} else if (h->n_services == 0) {
-			h->failed = 1;
-			snprintf(h->failure, sizeof(h->failure), "no Exchange service reported");
-			printf("  %-10s FAILED: %s\n", h->host_id, h->failure);
-		}
+		if (h->sealing_ok && h->n_services == 0)
+			host_failed(&r, h, "no Exchange service reported");
 	}
 	size_t first = canary > 0 && (size_t)canary < r.n ? (size_t)canary : r.n;
-	printf("repairing %zu host%s%s\n", first, first == 1 ? "" : "s",
-	       first < r.n ? " (canary)" : "");
-	run_plans(&r, 0, first);
-	if (first < r.n) {
-		double rate = (double)failures(&r, 0, first) / (double)first;
-		if (rate > max_rate) {
-			printf("canary: %zu of %zu failed (%.0f%%), above --max-failure-rate %.0f%%: "
-			       "the other %zu hosts were not touched\n",
-			       failures(&r, 0, first), first, rate * 100, max_rate * 100, r.n - first);
-			goto summary;
-		}
-		printf("canary: %zu of %zu failed; repairing the other %zu\n",
-		       failures(&r, 0, first), first, r.n - first);
-		run_plans(&r, first, r.n);
+	int canary_stopped = 0;
+	if (!r.stopped) {
+		fprintf(r.progress, "repairing %zu host%s%s\n", first, first == 1 ? "" : "s",
+			first < r.n ? " (canary)" : "");
+		run_plans(&r, 0, first);
 	}
-summary:;
-	size_t done = 0, failed = failures(&r, 0, r.n);
+	if (first < r.n && !r.stopped) {
+		double rate = (double)failures(&r, 0, first) / (double)first;
+		canary_stopped = rate > max_rate;
+		if (canary_stopped) {
+			fprintf(
+			    r.progress,
+			    "canary: %zu of %zu failed (%.0f%%), above --max-failure-rate %.0f%%: "
+			    "the other %zu hosts were not touched\n",
+			    failures(&r, 0, first), first, rate * 100, max_rate * 100, r.n - first);
+		} else {
+			fprintf(r.progress, "canary: %zu of %zu failed; repairing the other %zu\n",
+				failures(&r, 0, first), first, r.n - first);
+			run_plans(&r, first, r.n);
+		}
+	}
+	summary(&r, canary_stopped);
+	size_t done = 0;
 	for (size_t i = 0; i < r.n; i++)
 		done += r.hosts[i].step == STEP_DONE;
-	printf("\n%zu host%s: %zu repaired, %zu failed, %zu not touched\n", r.n,
-	       r.n == 1 ? "" : "s", done, failed, r.n - done - failed);
-	for (size_t i = 0; i < r.n; i++)
-		if (r.hosts[i].failed)
-			printf("  %s: %s\n", r.hosts[i].host_id, r.hosts[i].failure);
-	if (!r.service_pack) {
-		/* Hosts whose POP3/IMAP users still fail need the service pack. */
-		size_t sp = 0;
-		for (size_t i = 0; i < r.n; i++) {
-			char host_status[32] = "";
-			store_view(r.st, STORE_HOST, r.hosts[i].host_id, NULL, NULL, status_cb,
-				   host_status, err, sizeof(err));
-			if (strcmp(host_status, "NEEDS_SP_REINSTALL") == 0) {
-				printf("  %s: POP3/IMAP still fail: run exfleetctl repair "
-				       "--service-pack --host %s\n",
-				       r.hosts[i].host_id, r.hosts[i].host_id);
-				sp++;
-			}
-		}
-		if (sp == 0)
-			printf("If POP3/IMAP keep failing on a repaired host, it becomes "
-			       "NEEDS_SP_REINSTALL: then run exfleetctl repair --service-pack for "
-			       "it.\n");
-	}
-	rc = failed || done < r.n ? CTL_FAILED : CTL_OK;
+	rc = r.stopped ? CTL_UNREACHABLE : done < r.n ? CTL_FAILED : CTL_OK;
 out:
 	OPENSSL_cleanse(r.password, sizeof(r.password));
 	sign_verifier_free(r.verifier);
 	X509_free(r.cert);
 	EVP_PKEY_free(r.key);
 	free(r.hosts);
-	if (r.st)
-		store_close_reader(r.st);
+	ctl_api_close(&api);
 	return rc;
 }

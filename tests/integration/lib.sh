@@ -26,7 +26,7 @@ it_cleanup() {
 trap it_cleanup EXIT
 
 fail() {
-	echo "FAIL: $*" >&2
+	printf 'FAIL: %s\n' "$*" >&2
 	exit 1
 }
 
@@ -113,29 +113,95 @@ dir = spool/$1
 INI
 }
 
+# random_port: a port below the ephemeral range (32768 and up), since agents
+# reconnecting to a dead collector on an ephemeral port can end up holding
+# that very port, connected to themselves.
+random_port() {
+	echo $(($(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000))
+}
+
+# api_listen INI ADDRESS: sets [api] listen in INI, adding what is missing.
+api_listen() {
+	awk -v addr="$2" '
+		/^\[/ { if (in_api && !done) { print "listen = " addr; done = 1 }
+			in_api = ($0 == "[api]") }
+		in_api && /^listen *=/ { if (!done) print "listen = " addr; done = 1; next }
+		{ print }
+		END { if (!done) { if (!in_api) print "\n[api]"; print "listen = " addr } }' \
+		"$1" >"$1.tmp" && mv "$1.tmp" "$1"
+}
+
 # run_collector INI [PORT]: starts the collector with INI and sets PORT to
-# the port it listens on. Without PORT it picks one below the ephemeral range
-# (32768 and up), since agents reconnecting to a dead collector on an
-# ephemeral port can end up holding that very port, connected to themselves.
+# the port it listens on for agents (random below the ephemeral range unless
+# given), and API_PORT and API_URL to its HTTPS API's (random too, so that
+# tests running at once do not fight over 8443). The URL names localhost, the
+# name of the tests' collector certificates.
 run_collector() {
 	ini=$1
 	for try in 1 2 3 4 5 6 7 8; do
-		port=${2:-$(($(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000))}
-		# The API takes a port of the system's choosing, so that tests
-		# running at once do not fight over 8443.
-		grep -q '^\[api\]' "$ini" || printf '\n[api]\nlisten = 127.0.0.1:0\n' >>"$ini"
+		port=${2:-$(random_port)}
+		api_port=$(random_port)
+		[ "$api_port" = "$port" ] && continue
+		api_listen "$ini" "127.0.0.1:$api_port"
 		sed -i "0,/^listen = .*/s//listen = 127.0.0.1:$port/" "$ini"
 		before=$(grep -c "listening for agents\|cannot listen" "$WORK/collector.log" 2>/dev/null || true)
+		refused=$(grep -c "cannot listen" "$WORK/collector.log" 2>/dev/null || true)
+		refused_agents=$(grep -c "\[collector\] listen: cannot" "$WORK/collector.log" 2>/dev/null || true)
 		start collector "$BIN/exfleet-collector" --config "$ini"
 		wait_log "$WORK/collector.log" "listening for agents\|cannot listen" $((${before:-0} + 1))
-		if tail -n 1 "$WORK/collector.log" | grep -q "cannot listen"; then
-			[ -n "${2:-}" ] && fail "collector cannot listen on $2"
+		if [ "$(grep -c "cannot listen" "$WORK/collector.log")" -gt "${refused:-0}" ]; then
+			crash "$PID_collector"
+			[ -n "${2:-}" ] && [ "$(grep -c "\[collector\] listen: cannot" "$WORK/collector.log")" \
+				-gt "${refused_agents:-0}" ] && fail "collector cannot listen on $2"
 			continue
 		fi
 		PORT=$port
+		API_PORT=$api_port
+		API_URL=https://localhost:$api_port
 		return 0
 	done
 	fail "no free port for the collector"
+}
+
+# exfleetctl reads no configuration of the person running the tests.
+XDG_CONFIG_HOME=$WORK/config
+export XDG_CONFIG_HOME
+
+# use_operator PKI_DIR NAME [ROLE]: exfleetctl's default configuration
+# (ctl.ini) names the CA of PKI_DIR and NAME's certificate, issued first with
+# ROLE (default operator) when PKI_DIR has none. ctl then reaches
+# run_collector's API.
+use_operator() {
+	role=${3:-operator}
+	dir=operator
+	[ "$role" = viewer ] && dir=viewer
+	[ -f "$1/$dir/$2.crt" ] ||
+		"$BIN/exfleetctl" pki issue operator "$2" --role "$role" --dir "$1" >/dev/null
+	mkdir -p "$XDG_CONFIG_HOME/exfleet"
+	cat >"$XDG_CONFIG_HOME/exfleet/ctl.ini" <<INI
+[collector]
+ca = $1/ca.crt
+cert = $1/$dir/$2.crt
+key = $1/$dir/$2.key
+INI
+}
+
+# ctl ARGS...: exfleetctl against run_collector's API, as use_operator set up
+# (a --url in ARGS is overridden).
+ctl() {
+	"$BIN/exfleetctl" "$@" --url "$API_URL"
+}
+
+# expect_exit CODE CMD...: CMD must exit with CODE; its stderr is in
+# $WORK/expect.err afterwards.
+expect_exit() {
+	want=$1
+	shift
+	set +e
+	"$@" >"$WORK/expect.out" 2>"$WORK/expect.err"
+	got=$?
+	set -e
+	[ "$got" = "$want" ] || fail "$*: exit status $got, not $want: $(cat "$WORK/expect.err")"
 }
 
 # sql DB QUERY: one value from the collector's database.
