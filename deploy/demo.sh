@@ -7,7 +7,9 @@
 #
 #   deploy/demo.sh BIN_DIR          (make demo runs it with build/bin)
 # Environment: EXFLEET_DEMO_DIR (default /tmp/exfleet-demo), EXFLEET_DEMO_HOSTS
-# (default 50), EXFLEET_DEMO_WAVES (default 3), EXFLEET_DEMO_PORT (default 17443).
+# (default 50), EXFLEET_DEMO_WAVES (default 3), EXFLEET_DEMO_PORT (default 17443,
+# for agents; the collector's HTTPS API, which exfleetctl uses, is on the next
+# port, or EXFLEET_DEMO_API_PORT).
 set -eu
 
 bin=$(cd "${1:-build/bin}" && pwd)
@@ -15,6 +17,8 @@ dir=${EXFLEET_DEMO_DIR:-/tmp/exfleet-demo}
 hosts=${EXFLEET_DEMO_HOSTS:-50}
 waves=${EXFLEET_DEMO_WAVES:-3}
 port=${EXFLEET_DEMO_PORT:-17443}
+api_port=${EXFLEET_DEMO_API_PORT:-$((port + 1))}
+api_url=https://localhost:$api_port
 pids=""
 
 cleanup() {
@@ -24,7 +28,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say() { printf '\n== %s\n' "$*"; }
-ctl() { "$bin/exfleetctl" "$@" --store "$dir/collector.db"; }
+# exfleetctl talks to the collector's API as operator 'admin' (see ctl.ini below).
+ctl() { "$bin/exfleetctl" "$@" --config "$dir/ctl.ini"; }
 count() { sqlite3 -readonly "$dir/collector.db" "$1" 2>/dev/null || echo 0; }
 # Prints the collector's status changes logged since line $1 of its log.
 changes() {
@@ -40,6 +45,14 @@ mkdir -p "$dir/logs"
 # Short heartbeats so the demo's connectivity column is current.
 sed -i 's/^\[collector\]$/&\nlog_level = info/' "$dir/collector.ini"
 printf '\n[agents]\nheartbeat = 5s\n' >>"$dir/collector.ini"
+printf '\n[api]\nlisten = 127.0.0.1:%s\n' "$api_port" >>"$dir/collector.ini"
+cat >"$dir/ctl.ini" <<INI
+[collector]
+url = $api_url
+ca = pki/ca.crt
+cert = pki/operator/admin.crt
+key = pki/operator/admin.key
+INI
 
 say "Starting the collector and $hosts agents"
 "$bin/exfleet-collector" --config "$dir/collector.ini" 2>"$dir/logs/collector.log" &
@@ -95,9 +108,7 @@ ctl report waves | sed -n '1,/^Hosts that need attention/p' | grep -v '^Hosts th
 
 say "The repair of wave 1 (exfleetctl repair --wave 1, signed by operator 'admin')"
 ctl repair --wave 1 --account 'CORP\exsvc' --password-file "$dir/exsvc.password" \
-	--canary 3 --max-failure-rate 0 --operator-cert "$dir/pki/operator/admin.crt" \
-	--operator-key "$dir/pki/operator/admin.key" --ca "$dir/pki/ca.crt" \
-	--crl "$dir/pki/crl.pem" | grep -v ' ok$' || true
+	--canary 3 --max-failure-rate 0 --crl "$dir/pki/crl.pem" | grep -v ' ok$' || true
 sleep 2
 
 say "The wave report after the repair"
@@ -108,4 +119,5 @@ cleanup
 pids=""
 say "Done. Data, configurations and logs are in $dir"
 echo "The wave report, as a page to mail or print: $dir/wave-report.html"
-echo "Look again with: build/bin/exfleetctl hosts --store $dir/collector.db"
+echo "Look again: start $bin/exfleet-collector --config $dir/collector.ini, then"
+echo "  $bin/exfleetctl hosts --config $dir/ctl.ini"
