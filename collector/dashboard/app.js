@@ -722,7 +722,7 @@
 		el('td', {}, h.wave || '–'),
 		el('td', {}, badge(h.status)),
 		el('td', {}, connBadge(h.connectivity)),
-		el('td', {title: utc(h.last_seen)}, ago(h.last_seen, now)),
+		el('td', {class: 'nowrap', title: utc(h.last_seen)}, ago(h.last_seen, now)),
 		el('td', {class: 'evidence'}, ev.length ? ev[0] : '',
 			ev.length > 1 ? el('span', {class: 'more', title: ev.slice(1).join('\n')},
 				' +' + (ev.length - 1)) : ''));
