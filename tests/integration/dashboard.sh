@@ -4,8 +4,9 @@
 # counts, the wave bars and the host table it renders must be the API's
 # (/api/v1/summary, /api/v1/waves, the wave report, /api/v1/hosts), it must
 # refresh without reloading, and a host's page must show its evidence and
-# the exfleetctl command that repairs it. A used link gets the page that
-# says so, a browser without the cookie the not-signed-in message.
+# the exfleetctl command that repairs it, which exfleetctl then takes as it
+# is (--dry-run). A used link gets the page that says so, a browser without
+# the cookie the not-signed-in message.
 # Screenshots go to the build directory: screenshots/dashboard*.png.
 
 # Before lib.sh, whose exit trap would call a skip a failure.
@@ -45,6 +46,19 @@ api() {
 	curl -sS --max-time 10 --resolve "localhost:$API:127.0.0.1" --cacert "$F/pki/ca.crt" \
 		--cert "$F/pki/operator/admin.crt" --key "$F/pki/operator/admin.key" "$@" \
 		"https://localhost:$API$path"
+}
+
+# The operator's exfleetctl, configured as on a workstation (ctl.ini).
+mkdir -p "$WORK/xdg/exfleet"
+cat >"$WORK/xdg/exfleet/ctl.ini" <<INI
+[collector]
+url = https://localhost:$API
+ca = $F/pki/ca.crt
+cert = $F/pki/operator/admin.crt
+key = $F/pki/operator/admin.key
+INI
+ctl() {
+	XDG_CONFIG_HOME=$WORK/xdg "$BIN/exfleetctl" "$@"
 }
 
 { cat "$F/waves.csv"; printf 'GHOST01,2,2026-12-14\r\n'; } >"$WORK/plan.csv"
@@ -108,11 +122,13 @@ count_attr() {
 	echo "data-count-$(echo "$1" | tr 'A-Z_' 'a-z-')"
 }
 
-link=$(api /api/v1/signin-links -X POST | jq -r .path)
-case "$link" in /signin\?token=*) ;; *) fail "no sign-in link: '$link'" ;; esac
+ctl dashboard --json >"$WORK/link.json" || fail "exfleetctl dashboard failed"
+link=$(jq -r .url "$WORK/link.json")
+ORIGIN=${link%%/signin\?token=*}
+[ "$ORIGIN" = "https://localhost:$API" ] || fail "no sign-in link: $(cat "$WORK/link.json")"
 
 # Sign in: the link sets the cookie and forwards to /, which renders.
-browse fleet "https://127.0.0.1:$API$link" --user-data-dir="$WORK/chrome" \
+browse fleet "$link" --user-data-dir="$WORK/chrome" \
 	--screenshot="$SHOTS/dashboard.png"
 grep -q "signed in to the dashboard" "$WORK/collector.log" || fail "no sign-in in the log"
 grep -q '<body data-state="ready"' "$WORK/fleet.html" ||
@@ -208,7 +224,7 @@ jq -r '.items[] | "\(.host_id) \(.status // "NEVER_SEEN")"' "$WORK/hosts.json" |
 
 # ---- a host's page, in the same browser (the cookie) ----
 H=EXCH001 # promoted; its services logged on as EXCH001\exsvc, now gone
-browse host "https://127.0.0.1:$API/#/host/$H" --user-data-dir="$WORK/chrome" \
+browse host "$ORIGIN/#/host/$H" --user-data-dir="$WORK/chrome" \
 	--window-size=1400,1700 --screenshot="$SHOTS/dashboard-host.png"
 console_clean host
 [ "$(text host host-id)" = "$H" ] || fail "host page: '$(text host host-id)'"
@@ -223,6 +239,12 @@ cmd="exfleetctl repair --host $H --account 'CORP\\exsvc'"
 grep -qF "<code id=\"repair-command\">$cmd</code>" "$WORK/host.html" ||
 	fail "no repair command '$cmd': $(sed -n 's/.*\(<code id="repair-command">[^<]*\).*/\1/p' \
 		"$WORK/host.html")"
+# The page's command as the operator would paste it into a shell.
+shown=$(sed -n 's/.*<code id="repair-command">\([^<]*\)<\/code>.*/\1/p' "$WORK/host.html")
+eval "ctl ${shown#exfleetctl } --dry-run" >"$WORK/dry.out" 2>&1 ||
+	fail "the page's command: $(cat "$WORK/dry.out")"
+grep -q "^$H: verify-credentials CORP\\\\exsvc; grant-rights" "$WORK/dry.out" &&
+	grep -q "dry run: 1 host, nothing sent" "$WORK/dry.out" || fail "dry run: $(cat "$WORK/dry.out")"
 for s in $(jq -r '.services[].name' "$WORK/host.json"); do
 	[ -n "$(tags host "^<tr data-service=\"$s\"")" ] || fail "host page lacks service $s"
 done
@@ -231,12 +253,12 @@ done
 
 # ---- what others see ----
 # The link again: spent.
-browse used "https://127.0.0.1:$API$link" --user-data-dir="$WORK/chrome-used"
+browse used "$link" --user-data-dir="$WORK/chrome-used"
 grep -q "This sign-in link no longer works" "$WORK/used.html" &&
 	grep -q "already been used" "$WORK/used.html" || fail "a used link: $(head -c 600 "$WORK/used.html")"
 grep -q '<body data-state' "$WORK/used.html" && fail "a used link opened the dashboard"
 # No cookie: the page says how to sign in, and shows nothing of the fleet.
-browse anonymous "https://127.0.0.1:$API/" --user-data-dir="$WORK/chrome-anonymous" \
+browse anonymous "$ORIGIN/" --user-data-dir="$WORK/chrome-anonymous" \
 	--screenshot="$SHOTS/dashboard-signed-out.png"
 grep -q '<body data-state="signed-out"' "$WORK/anonymous.html" || fail "no signed-out state"
 grep -q 'Not signed in: run <code>exfleetctl dashboard</code> on your' "$WORK/anonymous.html" ||
@@ -245,6 +267,6 @@ grep -q 'Not signed in: run <code>exfleetctl dashboard</code> on your' "$WORK/an
 grep -q 'id="fleet-view" hidden' "$WORK/anonymous.html" || fail "the fleet view is not hidden"
 
 # A signed-in browser asking for a page that does not exist gets a 404.
-browse missing "https://127.0.0.1:$API/no-such-page" --user-data-dir="$WORK/chrome"
+browse missing "$ORIGIN/no-such-page" --user-data-dir="$WORK/chrome"
 api /healthz >/dev/null || fail "the collector stopped answering"
 echo "dashboard: ok (screenshots in $SHOTS)"
