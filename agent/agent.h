@@ -25,6 +25,9 @@ struct agent_config {
 	uint64_t reconnect_min_ms;
 	uint64_t reconnect_max_ms;
 	uint64_t max_frame;
+	/* config.c reads every key's field as a pointer first: keep each
+	 * bool 8-byte aligned. */
+	bool resumption;             /* offer the last session when reconnecting */
 	char *ca_file;
 	char *cert_file;
 	char *key_file;
@@ -80,6 +83,8 @@ struct agent_session {
 	uint64_t sent_upto;       /* records up to here were sent on this session */
 	struct tls_conn conn;
 	int conn_open;            /* conn's handles exist until its close_cb */
+	SSL_SESSION *last_session; /* the collector's newest ticket, offered next time */
+	uint64_t resumed;         /* sessions that resumed one */
 	enum session_state state;
 	uv_getaddrinfo_t resolve;
 	int resolving;

@@ -43,6 +43,8 @@ static const struct config_key agent_keys[] = {
 	  "optional CRL (PEM)"),
 	K("tls", "allow_tls12", CONFIG_BOOL, allow_tls12, 0, "false", 0, 0,
 	  "accept TLS 1.2 as well as 1.3 (only for peers that cannot do 1.3)"),
+	K("tls", "resumption", CONFIG_BOOL, resumption, 0, "true", 0, 0,
+	  "keep the collector's last session ticket and resume with it when reconnecting"),
 	K("probe", "backend", CONFIG_STRING, probe_backend, 0, "sim", 0, 0,
 	  "how the host is read: sim (a simulated host file) or win32"),
 	K("probe", "host_file", CONFIG_PATH, probe_host_file, 0, NULL, 0, 0,

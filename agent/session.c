@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 #include "agent.h"
 #include "command.h"
 #include "log.h"
@@ -37,6 +39,8 @@ static void set_state(struct agent_session *s, enum session_state next)
 /* The last step of session_stop, once no connection or lookup is left. */
 static void session_stopped(struct agent_session *s)
 {
+	SSL_SESSION_free(s->last_session);
+	s->last_session = NULL;
 	uv_close((uv_handle_t *)&s->timer, NULL);
 	if (s->stopped_cb)
 		s->stopped_cb(s);
@@ -289,7 +293,20 @@ static void conn_ready_cb(struct tls_conn *c)
 		return;
 	}
 	s->last_rx_ms = util_now_ms();
+	s->resumed += c->resumed;
 	send_hello(s);
+}
+
+/* The collector's tickets: the newest is offered on the next connection,
+ * which then costs the collector a fraction of a full handshake. */
+static int conn_session_cb(struct tls_conn *c, SSL_SESSION *session)
+{
+	struct agent_session *s = c->data;
+	if (!s->cfg->resumption)
+		return 0;
+	SSL_SESSION_free(s->last_session);
+	s->last_session = session;
+	return 1;
 }
 
 static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len)
@@ -353,7 +370,8 @@ static void conn_drained_cb(struct tls_conn *c)
 static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
 					     .frame_cb = conn_frame_cb,
 					     .close_cb = conn_close_cb,
-					     .drained_cb = conn_drained_cb};
+					     .drained_cb = conn_drained_cb,
+					     .session_cb = conn_session_cb};
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -380,6 +398,14 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	tls_conn_connect(&s->conn, s->loop, res->ai_addr, s->tls, s->cfg->collector_name,
 			 &limits, &conn_ops);
 	uv_freeaddrinfo(res);
+	/* The collector decides whether the ticket still holds (it checks our
+	 * certificate again); if not, this is a full handshake. */
+	if (s->cfg->resumption && s->last_session && s->conn.state == TLS_CONNECTING &&
+	    SSL_set_session(s->conn.ssl, s->last_session) != 1) {
+		ERR_clear_error();
+		SSL_SESSION_free(s->last_session);
+		s->last_session = NULL;
+	}
 }
 
 static void session_connect(struct agent_session *s)

@@ -47,6 +47,11 @@ struct collector_config {
 	char *key_file;
 	char *crl_file;
 	bool allow_tls12;
+	char *ticket_keys_file;    /* NULL: beside the store */
+	uint64_t ticket_rotation_ms;
+	/* config.c reads every key's field as a pointer first: keep each
+	 * bool 8-byte aligned. */
+	bool resumption;           /* session tickets for agents */
 };
 
 int collector_config_load(const char *path, struct collector_config *cfg,
@@ -93,6 +98,8 @@ struct server {
 	unsigned nwaiting;
 	struct agent_conn *wait_head, *wait_tail; /* FIFO of AGENT_WAITING */
 	uint64_t handshakes_done, shed, emfile;
+	uint64_t resumed;        /* handshakes that resumed a session */
+	uint64_t ticket_refresh_ms; /* send live sessions a new ticket this often; 0: never */
 	int64_t last_emfile_log_ms;
 	struct hostmap sessions; /* host id -> its welcomed agent_conn */
 	struct store *store;

@@ -81,6 +81,14 @@ static const struct config_key collector_keys[] = {
 	  "CRL (PEM): revoked agents are refused"),
 	K("tls", "allow_tls12", CONFIG_BOOL, allow_tls12, 0, "false", 0, 0,
 	  "accept TLS 1.2 as well as 1.3 (only for peers that cannot do 1.3)"),
+	K("tls", "resumption", CONFIG_BOOL, resumption, 0, "true", 0, 0,
+	  "give each agent session a TLS 1.3 ticket, so that it resumes cheaply after a "
+	  "restart (its certificate is checked against the CRL and its validity again)"),
+	K("tls", "ticket_keys", CONFIG_PATH, ticket_keys_file, 0, NULL, 0, 0,
+	  "file of the ticket keys (secret, mode 0600, made when missing); "
+	  "unset: the store's path with .ticket-keys added"),
+	K("tls", "ticket_rotation", CONFIG_DURATION, ticket_rotation_ms, 0, "1d", 1000,
+	  7ll * 86400000, "a new ticket key this often; the one before still opens tickets"),
 };
 
 #define NKEYS (sizeof(collector_keys) / sizeof(collector_keys[0]))

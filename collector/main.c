@@ -197,6 +197,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: [tls] %s\n", path, err);
 		goto out;
 	}
+	char tickets[1100];
+	snprintf(tickets, sizeof(tickets), "%s.ticket-keys", cfg.store_path);
+	if (cfg.resumption &&
+	    tls_ctx_enable_tickets(tls, cfg.ticket_keys_file ? cfg.ticket_keys_file : tickets,
+				   cfg.ticket_rotation_ms, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: [tls] %s\n", path, err);
+		goto out;
+	}
 	if (check) {
 		printf("%s: OK: collector %s listening on %s\n", path, cfg.id, cfg.listen);
 		rc = 0;

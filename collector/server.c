@@ -12,6 +12,9 @@
 #include "wire.h"
 
 #define HELLO_TIMEOUT_MS 30000
+/* Fresh tickets for long-lived sessions, at most this many a second, so
+ * that a fleet that came up at once does not refresh in one loop turn. */
+#define TICKET_REFRESH_PER_SWEEP 500
 
 static void admit(struct server *srv);
 static void wait_unlink(struct server *srv, struct agent_conn *a);
@@ -157,6 +160,7 @@ static void conn_ready_cb(struct tls_conn *c)
 	struct agent_conn *a = c->data;
 	a->server->nhandshakes--;
 	a->server->handshakes_done++;
+	a->server->resumed += c->resumed;
 	a->state = AGENT_HELLO;
 	a->last_rx_ms = util_now_ms();
 	admit(a->server);
@@ -402,8 +406,18 @@ static void sweep_cb(uv_timer_t *t)
 	struct server *srv = t->data;
 	int64_t now = util_now_ms();
 	int64_t silent = (int64_t)(SILENT_HEARTBEATS * srv->cfg->heartbeat_ms);
+	unsigned tickets = 0;
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
+		/* An agent's ticket must still open after a restart, however
+		 * long its session has lasted. */
+		if (srv->ticket_refresh_ms && a->state == AGENT_READY &&
+		    now - a->conn.ticket_ms > (int64_t)srv->ticket_refresh_ms &&
+		    tickets < TICKET_REFRESH_PER_SWEEP) {
+			tickets++;
+			if (tls_conn_new_ticket(&a->conn) < 0)
+				continue; /* closing */
+		}
 		if (a->state == AGENT_WAITING &&
 		    now - a->connected_ms > (int64_t)srv->cfg->handshake_timeout_ms)
 			/* Its agent's own handshake deadline has passed. */
@@ -442,6 +456,7 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 	srv->cfg = cfg;
 	srv->tls = tls;
 	tls_limits_default(&srv->limits);
+	srv->ticket_refresh_ms = tls_ctx_ticket_lifetime_ms(tls) / 2;
 	srv->limits.max_frame = cfg->max_frame;
 	srv->limits.handshake_timeout_ms = cfg->handshake_timeout_ms;
 	srv->limits.write_max = cfg->write_queue_max;

@@ -5,13 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "pki.h"
 #include "util.h"
 
 #define CLOSE_GRACE_MS 2000
+#define TICKET_ROTATION_DEFAULT_MS (24ull * 3600 * 1000)
+#define TICKET_LIFETIME_MAX_S (7 * 24 * 3600) /* TLS 1.3's limit */
+#define TICKET_FILE_MAX 4096
 
 struct write_req {
 	uv_write_t req;
@@ -37,6 +42,330 @@ static void ssl_error_text(char *buf, size_t len)
 	else
 		ERR_error_string_n(e, buf, len);
 	ERR_clear_error();
+}
+
+/* ---- session tickets (server) ----
+ *
+ * Keys of our own rather than OpenSSL's per-process random ones, so that a
+ * ticket outlives a restart: the reconnect storm after one is when resuming
+ * pays. The file holds the current key (seals new tickets) and the one
+ * before (still opens tickets); a ticket lives one rotation period, and a
+ * key opens tickets for two, so every ticket can be opened for its whole
+ * life. Keys are wiped when the context is freed. */
+
+struct ticket_key {
+	int64_t created_ms;
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+};
+
+struct ticket_keys {
+	char path[1024];
+	uint64_t rotation_ms;
+	int n;                    /* keys held: 1 or 2 */
+	struct ticket_key key[2]; /* [0] current, [1] previous */
+	int save_failed;          /* said once, not at every ticket */
+};
+
+static int ticket_idx = -1;
+
+static void ticket_keys_free_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+				void *argp)
+{
+	if (!ptr)
+		return;
+	OPENSSL_cleanse(ptr, sizeof(struct ticket_keys));
+	free(ptr);
+}
+
+static int hex_decode(const char *hex, unsigned char *out, size_t len)
+{
+	if (strlen(hex) != 2 * len)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		int v = 0;
+		for (int k = 0; k < 2; k++) {
+			char ch = hex[2 * i + (size_t)k];
+			int d = ch >= '0' && ch <= '9'   ? ch - '0'
+				: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+				: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+							 : -1;
+			if (d < 0)
+				return -1;
+			v = v * 16 + d;
+		}
+		out[i] = (unsigned char)v;
+	}
+	return 0;
+}
+
+static int ticket_key_make(struct ticket_key *k, int64_t now_ms)
+{
+	k->created_ms = now_ms;
+	return RAND_bytes(k->name, sizeof(k->name)) == 1 &&
+			       RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+			       RAND_bytes(k->hmac, sizeof(k->hmac)) == 1
+		       ? 0
+		       : -1;
+}
+
+static int ticket_keys_save(struct ticket_keys *t, char *err, size_t errlen)
+{
+	char text[1024], name[33], aes[65], hmac[65];
+	size_t used = (size_t)snprintf(text, sizeof(text),
+				       "# exfleet-collector TLS session ticket keys: secret, keep "
+				       "it mode 0600\n# created_ms name aes256 hmac_sha256; the "
+				       "first seals new tickets\n");
+	for (int i = 0; i < t->n; i++) {
+		util_hex(t->key[i].name, sizeof(t->key[i].name), name);
+		util_hex(t->key[i].aes, sizeof(t->key[i].aes), aes);
+		util_hex(t->key[i].hmac, sizeof(t->key[i].hmac), hmac);
+		used += (size_t)snprintf(text + used, sizeof(text) - used, "%lld %s %s %s\n",
+					 (long long)t->key[i].created_ms, name, aes, hmac);
+	}
+	int rc = util_write_file_atomic(t->path, text, used, 0600, err, errlen);
+	OPENSSL_cleanse(text, sizeof(text));
+	OPENSSL_cleanse(aes, sizeof(aes));
+	OPENSSL_cleanse(hmac, sizeof(hmac));
+	return rc;
+}
+
+/* A new current key once the current one is a rotation period old. */
+static void ticket_keys_rotate(struct ticket_keys *t, int64_t now_ms)
+{
+	if (now_ms - t->key[0].created_ms < (int64_t)t->rotation_ms)
+		return;
+	struct ticket_key fresh;
+	if (ticket_key_make(&fresh, now_ms) < 0) {
+		ERR_clear_error();
+		return;
+	}
+	t->key[1] = t->key[0];
+	t->key[0] = fresh;
+	t->n = 2;
+	OPENSSL_cleanse(&fresh, sizeof(fresh));
+	char err[256];
+	if (ticket_keys_save(t, err, sizeof(err)) < 0) {
+		if (!t->save_failed)
+			log_warn("TLS session tickets: %s: tickets sealed from now on will not "
+				 "survive a restart",
+				 err);
+		t->save_failed = 1;
+	} else {
+		t->save_failed = 0;
+		log_info("TLS session tickets: new key in %s", t->path);
+	}
+}
+
+/* Reads the keys, or makes the file; rotates when due. */
+static int ticket_keys_load(struct ticket_keys *t, char *err, size_t errlen)
+{
+	char *data = NULL, why[300];
+	size_t len = 0;
+	int64_t now = util_now_ms();
+	int rc = util_read_file(t->path, TICKET_FILE_MAX, &data, &len, why, sizeof(why));
+	if (rc == UV_ENOENT) {
+		if (ticket_key_make(&t->key[0], now) < 0) {
+			snprintf(err, errlen, "%s: no randomness for a ticket key", t->path);
+			return -1;
+		}
+		t->n = 1;
+		if (ticket_keys_save(t, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "ticket_keys: %s", why);
+			return -1;
+		}
+		return 0;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "ticket_keys: %s", why);
+		return -1;
+	}
+	if (util_check_private_file(t->path, err, errlen) < 0) {
+		OPENSSL_cleanse(data, len);
+		free(data);
+		return -1;
+	}
+	int line = 0, bad = 0;
+	for (char *save = NULL, *l = strtok_r(data, "\n", &save); l && !bad;
+	     l = strtok_r(NULL, "\n", &save)) {
+		line++;
+		if (l[0] == '#' || l[0] == '\0')
+			continue;
+		char name[40], aes[72], hmac[72];
+		long long created;
+		struct ticket_key *k = &t->key[t->n < 2 ? t->n : 1];
+		if (t->n == 2 || sscanf(l, "%lld %39s %71s %71s", &created, name, aes, hmac) != 4 ||
+		    hex_decode(name, k->name, sizeof(k->name)) < 0 ||
+		    hex_decode(aes, k->aes, sizeof(k->aes)) < 0 ||
+		    hex_decode(hmac, k->hmac, sizeof(k->hmac)) < 0) {
+			bad = line;
+		} else {
+			k->created_ms = created;
+			t->n++;
+		}
+		OPENSSL_cleanse(aes, sizeof(aes));
+		OPENSSL_cleanse(hmac, sizeof(hmac));
+	}
+	OPENSSL_cleanse(data, len);
+	free(data);
+	if (bad || t->n == 0) {
+		snprintf(err, errlen,
+			 "%s:%d: not a ticket key line (created_ms, then name, AES and HMAC keys in "
+			 "hex); remove the file and a new one is made (agents then make one full "
+			 "handshake)",
+			 t->path, bad ? bad : line);
+		return -1;
+	}
+	ticket_keys_rotate(t, now);
+	return 0;
+}
+
+/* OpenSSL asks for the key to seal a ticket with (enc) or to open one. */
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct ticket_keys *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_idx);
+	const struct ticket_key *k = NULL;
+	int rc = 1;
+	if (!t)
+		return -1;
+	if (enc) {
+		ticket_keys_rotate(t, util_now_ms());
+		k = &t->key[0];
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+			return -1;
+		memcpy(key_name, k->name, sizeof(k->name));
+		if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+			return -1;
+	} else {
+		for (int i = 0; i < t->n && !k; i++) {
+			if (memcmp(key_name, t->key[i].name, sizeof(t->key[i].name)) == 0) {
+				k = &t->key[i];
+				rc = i == 0 ? 1 : 2; /* sealed with the old key: a new ticket */
+			}
+		}
+		if (!k)
+			return 0; /* a key we no longer hold: a full handshake */
+		if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+			return -1;
+	}
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
+						  sizeof(k->hmac)),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+	return EVP_MAC_CTX_set_params(hctx, params) == 1 ? rc : -1;
+}
+
+/* A resumed session skips certificate verification, so what can have
+ * changed since its ticket was sealed is checked here: the certificate's
+ * validity, its CA's, and the CRL (revoked, or itself expired). The ticket
+ * is authentic (our key sealed it), so the signatures checked at the full
+ * handshake need no second look. 1 when it may resume. */
+static int session_still_valid(SSL_CTX *ctx, SSL_SESSION *sess)
+{
+	X509 *cert = SSL_SESSION_get0_peer(sess);
+	if (!cert || X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0 ||
+	    X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
+		return 0;
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	int ok = 1, issuer_ok = 0;
+	X509_STORE_lock(store);
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+	for (int i = 0; ok && i < sk_X509_OBJECT_num(objs); i++) {
+		X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+		if (X509_OBJECT_get_type(o) == X509_LU_X509) {
+			X509 *ca = X509_OBJECT_get0_X509(o);
+			if (X509_check_issued(ca, cert) == X509_V_OK)
+				issuer_ok |= X509_cmp_current_time(X509_get0_notAfter(ca)) > 0;
+		} else if (X509_OBJECT_get_type(o) == X509_LU_CRL) {
+			X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
+			X509_REVOKED *rev = NULL;
+			const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+			if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0)
+				continue;
+			if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1 ||
+			    (next && X509_cmp_current_time(next) <= 0))
+				ok = 0;
+		}
+	}
+	X509_STORE_unlock(store);
+	ERR_clear_error();
+	return ok && issuer_ok;
+}
+
+static SSL_TICKET_RETURN ticket_decrypted_cb(SSL *ssl, SSL_SESSION *sess,
+					     const unsigned char *keyname, size_t keyname_len,
+					     SSL_TICKET_STATUS status, void *arg)
+{
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+	case SSL_TICKET_SUCCESS_RENEW:
+		if (!session_still_valid(SSL_get_SSL_CTX(ssl), sess)) {
+			log_debug("TLS session ticket of a certificate that is revoked or out of "
+				  "its validity: a full handshake instead");
+			return SSL_TICKET_RETURN_IGNORE_RENEW;
+		}
+		/* Renewed every time: each session gets its own ticket, as
+		 * fresh as the session. */
+		return SSL_TICKET_RETURN_USE_RENEW;
+	case SSL_TICKET_EMPTY:
+	case SSL_TICKET_NO_DECRYPT:
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	default:
+		return SSL_TICKET_RETURN_ABORT;
+	}
+}
+
+int tls_ctx_enable_tickets(SSL_CTX *ctx, const char *keys_file, uint64_t rotation_ms, char *err,
+			   size_t errlen)
+{
+	if (ticket_idx < 0)
+		ticket_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free_ex);
+	struct ticket_keys *t = calloc(1, sizeof(*t));
+	if (ticket_idx < 0 || !t) {
+		free(t);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(t->path, sizeof(t->path), "%s", keys_file);
+	t->rotation_ms = rotation_ms ? rotation_ms : TICKET_ROTATION_DEFAULT_MS;
+	if (t->rotation_ms > TICKET_LIFETIME_MAX_S * 1000ull)
+		t->rotation_ms = TICKET_LIFETIME_MAX_S * 1000ull;
+	if (ticket_keys_load(t, err, errlen) < 0 || SSL_CTX_set_ex_data(ctx, ticket_idx, t) != 1) {
+		ticket_keys_free_ex(NULL, t, NULL, 0, 0, NULL);
+		return -1;
+	}
+	uint64_t lifetime_s = t->rotation_ms / 1000;
+	SSL_CTX_set_timeout(ctx, (long)(lifetime_s ? lifetime_s : 1));
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+	SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_decrypted_cb, NULL);
+	/* One per session: an agent keeps only its newest. */
+	SSL_CTX_set_num_tickets(ctx, 1);
+	return 0;
+}
+
+uint64_t tls_ctx_ticket_lifetime_ms(SSL_CTX *ctx)
+{
+	struct ticket_keys *t = ticket_idx < 0 ? NULL : SSL_CTX_get_ex_data(ctx, ticket_idx);
+	return t ? t->rotation_ms : 0;
+}
+
+/* Client: the server's tickets go to the connection's owner. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+	struct tls_conn *c = SSL_get_app_data(ssl);
+	if (!c || !c->ops || !c->ops->session_cb)
+		return 0;
+	return c->ops->session_cb(c, session);
+}
+
+void tls_ctx_keep_sessions(SSL_CTX *ctx)
+{
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
 }
 
 int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *err,
@@ -93,11 +422,14 @@ int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *e
 		if (names)
 			SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"exfleet", 7);
-		/* Agents keep one long session and never resume: tickets would
-		 * cost a signature-sized message and CPU per handshake. */
+		/* Tickets carry the session, so no server-side cache holds one
+		 * per agent. */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		/* No tickets unless tls_ctx_enable_tickets says. */
 		SSL_CTX_set_num_tickets(ctx, 0);
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		tls_ctx_keep_sessions(ctx);
 	}
 	ERR_clear_error();
 	*out = ctx;
@@ -272,11 +604,14 @@ static void conn_verified(struct tls_conn *c)
 		return;
 	}
 	c->peer_role = (int)role;
+	c->resumed = SSL_session_reused(c->ssl) == 1;
+	if (SSL_is_server(c->ssl) && SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl)) > 0)
+		c->ticket_ms = util_now_ms();
 	conn_set_peer(c);
 	uv_timer_stop(&c->timer);
 	c->state = TLS_READY;
-	log_msg(LOG_DEBUG, c->peer, "TLS session established (%s, %s)", SSL_get_version(c->ssl),
-		SSL_get_cipher_name(c->ssl));
+	log_msg(LOG_DEBUG, c->peer, "TLS session established (%s, %s%s)", SSL_get_version(c->ssl),
+		SSL_get_cipher_name(c->ssl), c->resumed ? ", resumed" : "");
 	if (c->ops->ready_cb)
 		c->ops->ready_cb(c);
 }
@@ -458,6 +793,7 @@ static int conn_init(struct tls_conn *c, uv_loop_t *loop, SSL_CTX *ctx,
 	BIO_set_mem_eof_return(c->net_in, -1);
 	BIO_set_mem_eof_return(c->net_out, -1);
 	SSL_set_bio(c->ssl, c->net_in, c->net_out);
+	SSL_set_app_data(c->ssl, c);
 	uv_tcp_init(loop, &c->tcp);
 	uv_timer_init(loop, &c->timer);
 	c->tcp.data = c;
@@ -600,6 +936,23 @@ int tls_conn_connect(struct tls_conn *c, uv_loop_t *loop, const struct sockaddr 
 		     const struct tls_conn_ops *ops)
 {
 	return tls_conn_connect_from(c, loop, addr, NULL, ctx, server_name, limits, ops);
+}
+
+int tls_conn_new_ticket(struct tls_conn *c)
+{
+	if (c->state != TLS_READY || !SSL_is_server(c->ssl) ||
+	    SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl)) == 0)
+		return UV_EINVAL;
+	ERR_clear_error();
+	/* Queued by the first call, written by the second. */
+	if (SSL_new_session_ticket(c->ssl) != 1 || SSL_do_handshake(c->ssl) != 1) {
+		char why[256];
+		ssl_error_text(why, sizeof(why));
+		tls_conn_close(c, LOG_WARN, "cannot send a session ticket: %s", why);
+		return UV_EPIPE;
+	}
+	c->ticket_ms = util_now_ms();
+	return conn_flush(c) < 0 ? UV_EPIPE : 0;
 }
 
 int tls_conn_send(struct tls_conn *c, uint8_t *frame, size_t len)

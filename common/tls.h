@@ -25,9 +25,27 @@ struct tls_config {
 };
 
 /* A server context requires a client certificate from the CA; a client
- * context verifies the server's chain (and name, per connection). */
+ * context verifies the server's chain (and name, per connection), and hands
+ * every session ticket it gets to its connection's session_cb. A resumed
+ * session's client certificate is checked again against the CRL and its
+ * validity as of now: a revoked or expired agent gets a full handshake,
+ * which refuses it. */
 int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *err,
 		size_t errlen);
+/* Server: session resumption. Each session gets one TLS 1.3 ticket sealed
+ * with keys kept in keys_file (made mode 0600 when missing, refused when
+ * others may read it), so that agents resume after a restart too. A new
+ * key every rotation_ms (0: a day); the one before still opens tickets,
+ * and a ticket lives one rotation period. Without this call a server
+ * context issues no tickets. */
+int tls_ctx_enable_tickets(SSL_CTX *ctx, const char *keys_file, uint64_t rotation_ms, char *err,
+			   size_t errlen);
+/* How long a ticket from this server context stays good (the rotation
+ * period), 0 when it issues none. */
+uint64_t tls_ctx_ticket_lifetime_ms(SSL_CTX *ctx);
+/* A client context of the caller's own making hands its tickets to
+ * session_cb too (tls_ctx_new's client contexts already do). */
+void tls_ctx_keep_sessions(SSL_CTX *ctx);
 
 enum tls_state {
 	TLS_IDLE,       /* initialised, no socket yet */
@@ -65,6 +83,11 @@ struct tls_conn_ops {
 	/* Optional: everything queued has been written (a producer that
 	 * paused on write_queued may go on). */
 	void (*drained_cb)(struct tls_conn *c);
+	/* Optional, client: the server sent a session to resume with later.
+	 * Return 1 to keep it (the reference is then the owner's: offer it with
+	 * SSL_set_session before the handshake, free with SSL_SESSION_free),
+	 * 0 to let it go. */
+	int (*session_cb)(struct tls_conn *c, SSL_SESSION *session);
 };
 
 struct tls_conn {
@@ -88,6 +111,8 @@ struct tls_conn {
 	char peer[140];        /* addr, then "name addr" once verified: for log lines */
 	char peer_name[65];    /* certificate subject CN */
 	int peer_role;         /* enum pki_role, -1 before the handshake */
+	int resumed;           /* the handshake resumed an earlier session */
+	int64_t ticket_ms;     /* server: when this session's last ticket was sent */
 	char close_reason[200];
 	uint64_t frames_in, frames_out;
 };
@@ -123,6 +148,11 @@ int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sock
  * copy. Returns 0, or negative when the connection is not ready or when this
  * write pushed its queue over write_max (the connection is then closing). */
 int tls_conn_send(struct tls_conn *c, uint8_t *frame, size_t len);
+
+/* Server, ready: sends the peer a fresh session ticket (long-lived
+ * sessions refresh theirs, so that a restart finds tickets the keys still
+ * open). 0, or negative when the context issues none. */
+int tls_conn_new_ticket(struct tls_conn *c);
 
 void tls_conn_pause(struct tls_conn *c, unsigned reason);
 void tls_conn_resume(struct tls_conn *c, unsigned reason);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,6 +33,9 @@ struct side {
 	size_t bytes;
 	char last[64];
 	int saw_write_pause;
+	int resumed;
+	int tickets;
+	SSL_SESSION *session; /* client: the newest ticket the server sent */
 };
 
 struct world {
@@ -61,6 +65,7 @@ static void side_ready_cb(struct tls_conn *c)
 	t->side->ready = 1;
 	snprintf(t->side->peer_name, sizeof(t->side->peer_name), "%s", c->peer_name);
 	t->side->peer_role = c->peer_role;
+	t->side->resumed = c->resumed;
 }
 
 static void side_frame_cb(struct tls_conn *c, const uint8_t *p, size_t len)
@@ -86,8 +91,23 @@ static void side_close_cb(struct tls_conn *c)
 	free(t);
 }
 
-static const struct tls_conn_ops side_ops = {
-	.ready_cb = side_ready_cb, .frame_cb = side_frame_cb, .close_cb = side_close_cb};
+static int keep_sessions; /* the resumption tests keep the client's tickets */
+
+static int side_session_cb(struct tls_conn *c, SSL_SESSION *session)
+{
+	struct test_conn *t = c->data;
+	if (!keep_sessions)
+		return 0;
+	SSL_SESSION_free(t->side->session);
+	t->side->session = session;
+	t->side->tickets++;
+	return 1;
+}
+
+static const struct tls_conn_ops side_ops = {.ready_cb = side_ready_cb,
+					     .frame_cb = side_frame_cb,
+					     .close_cb = side_close_cb,
+					     .session_cb = side_session_cb};
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -624,6 +644,189 @@ static void test_tls12_only_when_allowed(void **state)
 	}
 }
 
+/* ---- session resumption ---- */
+
+static char tickets_file[600];
+
+/* The collector as it starts: a context that seals tickets with the keys
+ * in tickets_file, rotated every rotation_ms. */
+static SSL_CTX *ticket_collector_ctx(uint64_t rotation_ms)
+{
+	char err[512];
+	SSL_CTX *ctx = collector_ctx();
+	if (tls_ctx_enable_tickets(ctx, tickets_file, rotation_ms, err, sizeof(err)) < 0)
+		fail_msg("tls_ctx_enable_tickets: %s", err);
+	return ctx;
+}
+
+static int cond_ticket(struct world *w)
+{
+	return (client_side.session && w->server[0].ready) || client_side.closed ||
+	       w->server[0].closed;
+}
+
+/* One session from agent name against server_ctx, offering session (NULL:
+ * none): returns the ticket it got (NULL: none within the wait), the two
+ * sides in client_side and *server. */
+static SSL_SESSION *session_with(SSL_CTX *server_ctx, const char *name, SSL_SESSION *session,
+				 struct side *server, int expect_ticket)
+{
+	struct world w;
+	world_start(&w, server_ctx);
+	memset(&client_side, 0, sizeof(client_side));
+	keep_sessions = 1;
+	SSL_CTX *actx = agent_ctx(name);
+	struct test_conn *c = client_connect(&w, actx, "collector.test", &client_side, NULL);
+	if (session)
+		assert_int_equal(SSL_set_session(c->conn.ssl, session), 1);
+	if (expect_ticket) {
+		run_until(&w, cond_ticket);
+	} else {
+		/* Long enough for a ticket to arrive if one were sent. */
+		run_until(&w, cond_both_ready);
+		uint8_t frame[FRAME_HEADER + 8];
+		memcpy(frame + FRAME_HEADER, "x", 1);
+		w.echo = 1;
+		if (client_side.ready && !client_side.closed)
+			tls_conn_send(&c->conn, frame, 1);
+		run_until(&w, cond_echoed);
+	}
+	*server = w.server[0];
+	world_end(&w);
+	SSL_CTX_free(actx);
+	keep_sessions = 0;
+	/* One ticket per session, resumed or not. */
+	assert_true(client_side.tickets <= 1);
+	SSL_SESSION *got = client_side.session;
+	client_side.session = NULL;
+	return got;
+}
+
+static void test_no_tickets_unless_enabled(void **state)
+{
+	struct side server;
+	SSL_SESSION *s = session_with(collector_ctx(), "EXCH01", NULL, &server, 0);
+	assert_true(server.ready);
+	assert_null(s);
+}
+
+static void test_resumes_after_restart(void **state)
+{
+	snprintf(tickets_file, sizeof(tickets_file), "%s/tickets-restart", top_dir);
+	struct side server;
+	SSL_SESSION *first = session_with(ticket_collector_ctx(0), "EXCH01", NULL, &server, 1);
+	assert_non_null(first);
+	assert_true(server.ready);
+	assert_false(server.resumed);
+	/* The keys were made private. */
+	char err[512];
+	assert_int_equal(util_check_private_file(tickets_file, err, sizeof(err)), 0);
+
+	/* A new context reading the same keys: the collector after a restart. */
+	SSL_SESSION *second = session_with(ticket_collector_ctx(0), "EXCH01", first, &server, 1);
+	assert_true(server.ready);
+	assert_true(server.resumed);
+	assert_true(client_side.resumed);
+	assert_string_equal(server.peer_name, "EXCH01"); /* the identity came back with it */
+	assert_int_equal(server.peer_role, PKI_ROLE_AGENT);
+	assert_non_null(second); /* and a fresh ticket for next time */
+	SSL_SESSION_free(first);
+	SSL_SESSION_free(second);
+
+	/* Without the keys file a ticket is worth nothing: a full handshake. */
+	unlink(tickets_file);
+	first = session_with(ticket_collector_ctx(0), "EXCH01", NULL, &server, 1);
+	unlink(tickets_file);
+	second = session_with(ticket_collector_ctx(0), "EXCH01", first, &server, 1);
+	assert_true(server.ready);
+	assert_false(server.resumed);
+	SSL_SESSION_free(first);
+	SSL_SESSION_free(second);
+}
+
+static void test_revoked_agent_cannot_resume(void **state)
+{
+	char err[512];
+	snprintf(tickets_file, sizeof(tickets_file), "%s/tickets-revoked", top_dir);
+	issue(pki_dir, PKI_ROLE_AGENT, "LATE01", 0);
+	struct side server;
+	SSL_SESSION *ticket = session_with(ticket_collector_ctx(0), "LATE01", NULL, &server, 1);
+	assert_non_null(ticket);
+	assert_true(server.ready);
+
+	/* Revoked, then the collector restarts with the new CRL and the same
+	 * keys: the ticket still opens, but the agent is refused. */
+	if (pki_revoke(pki_dir, "LATE01", NULL, NULL, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	struct world w;
+	world_start(&w, ticket_collector_ctx(0));
+	memset(&client_side, 0, sizeof(client_side));
+	SSL_CTX *actx = agent_ctx("LATE01");
+	struct test_conn *c = client_connect(&w, actx, "collector.test", &client_side, NULL);
+	assert_int_equal(SSL_set_session(c->conn.ssl, ticket), 1);
+	run_until(&w, cond_server_closed);
+	assert_false(w.server[0].ready);
+	if (!strstr(w.server[0].reason, "certificate rejected: certificate revoked"))
+		fail_msg("server closed with '%s'", w.server[0].reason);
+	world_end(&w);
+	SSL_CTX_free(actx);
+	SSL_SESSION_free(ticket);
+	SSL_SESSION_free(client_side.session);
+	client_side.session = NULL;
+}
+
+static void test_ticket_keys_rotate(void **state)
+{
+	/* A second's rotation: a ticket lives a second, its key opens tickets
+	 * for two. */
+	snprintf(tickets_file, sizeof(tickets_file), "%s/tickets-rotate", top_dir);
+	struct side server;
+	SSL_SESSION *s = session_with(ticket_collector_ctx(1000), "EXCH02", NULL, &server, 1);
+	SSL_SESSION_free(s);
+	uv_sleep(700);
+	/* Sealed late in the first key's second... */
+	SSL_SESSION *old = session_with(ticket_collector_ctx(1000), "EXCH02", NULL, &server, 1);
+	assert_non_null(old);
+	assert_false(server.resumed);
+	uv_sleep(500);
+	/* ...it opens after the rotation, with the key before... */
+	s = session_with(ticket_collector_ctx(1000), "EXCH02", old, &server, 1);
+	assert_true(server.resumed);
+	SSL_SESSION_free(s);
+	uv_sleep(1000);
+	/* ...and not after the next one: a full handshake, which succeeds. */
+	s = session_with(ticket_collector_ctx(1000), "EXCH02", old, &server, 1);
+	assert_true(server.ready);
+	assert_false(server.resumed);
+	SSL_SESSION_free(s);
+	SSL_SESSION_free(old);
+}
+
+static void test_ticket_keys_must_be_private(void **state)
+{
+	char err[512];
+	snprintf(tickets_file, sizeof(tickets_file), "%s/tickets-open", top_dir);
+	SSL_CTX *ctx = collector_ctx();
+	assert_int_equal(tls_ctx_enable_tickets(ctx, tickets_file, 0, err, sizeof(err)), 0);
+	assert_true(tls_ctx_ticket_lifetime_ms(ctx) == 24ull * 3600 * 1000);
+	SSL_CTX_free(ctx);
+	assert_int_equal(chmod(tickets_file, 0644), 0);
+	ctx = collector_ctx();
+	assert_true(tls_ctx_enable_tickets(ctx, tickets_file, 0, err, sizeof(err)) < 0);
+	if (!strstr(err, tickets_file))
+		fail_msg("error does not name the file: %s", err);
+	SSL_CTX_free(ctx);
+	/* A file that is not ours is refused, with the line and the remedy. */
+	assert_int_equal(util_write_file_atomic(tickets_file, "garbage\n", 8, 0600, err,
+						sizeof(err)),
+			 0);
+	ctx = collector_ctx();
+	assert_true(tls_ctx_enable_tickets(ctx, tickets_file, 0, err, sizeof(err)) < 0);
+	if (!strstr(err, ":1: not a ticket key line"))
+		fail_msg("unexpected error: %s", err);
+	SSL_CTX_free(ctx);
+}
+
 int main(void)
 {
 	log_init(stderr, getenv("EXFLEET_TEST_DEBUG") ? LOG_DEBUG : LOG_ERR);
@@ -639,6 +842,11 @@ int main(void)
 		cmocka_unit_test(test_oversize_frame_closes_only_that_session),
 		cmocka_unit_test(test_write_backpressure),
 		cmocka_unit_test(test_tls12_only_when_allowed),
+		cmocka_unit_test(test_no_tickets_unless_enabled),
+		cmocka_unit_test(test_resumes_after_restart),
+		cmocka_unit_test(test_revoked_agent_cannot_resume),
+		cmocka_unit_test(test_ticket_keys_rotate),
+		cmocka_unit_test(test_ticket_keys_must_be_private),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
