@@ -15,7 +15,18 @@
  *
  * The fleet starts agents at --rate with at most --inflight attempts in
  * progress; reconnects after a failure follow each agent's own backoff, as a
- * real fleet's do, and are not held back by --inflight. */
+ * real fleet's do, and are not held back by --inflight.
+ *
+ * Each agent keeps the newest session ticket the collector sent and offers
+ * it when it connects again (unless --no-resume), as exfleet-agent does.
+ *
+ * storm, fanout, promote and resume first bring every agent up with its
+ * snapshot acknowledged ("armed"); then: storm waits for the harness to
+ * restart the collector; fanout queues a signed RESCAN for every host in the
+ * collector's store (issue.c) and times each result; promote breaks every
+ * host at once as dcpromo does and watches the collector's API for each to
+ * be listed AFFECTED (api_poll.c); resume closes every session and brings
+ * all back, offering their tickets, as a second ramp. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,13 +71,19 @@ enum phase {
 	PH_HOLD,   /* connect: all up, heartbeats only */
 	PH_STEADY, /* ingest: all up, measuring */
 	PH_DRAIN,  /* ingest: no new events, waiting for the last Acks */
-	PH_ARMED,  /* storm: all up and acknowledged, waiting for the collector to go */
+	PH_ARMED,  /* all up and acknowledged: storm waits for the collector to
+	            * go; fanout and promote for their moment */
 	PH_STORM,  /* storm: sessions dropped, waiting for all to come back */
+	PH_ISSUED, /* fanout: commands queued, waiting for every result's Ack */
+	PH_PROMOTED, /* promote: hosts broken, waiting for the API to list them */
+	PH_REDIAL, /* resume: sessions closed on purpose, coming back */
 	PH_DONE,
 };
 
 /* Storm bookkeeping per agent. */
 enum { STORM_DROPPED = 1, STORM_REWELCOMED = 2, STORM_RECOVERED = 4 };
+/* resume: closing on purpose, then reconnecting. */
+enum { REDIAL_CLOSING = 1, REDIAL_CONNECTING = 2 };
 
 /* A command result not yet acknowledged. */
 struct pending_result {
@@ -74,6 +91,7 @@ struct pending_result {
 	uint64_t seq;
 	uint64_t received_ns;
 	int64_t received_ms;
+	int64_t issued_ms; /* the command's issued_at */
 	Exfleet__CommandStatus status;
 	const char *step; /* static strings */
 	const char *reason;
@@ -90,6 +108,7 @@ struct lg_agent {
 	uv_timer_t timer; /* connect and Welcome deadlines, tick, backoff */
 	struct fleet *fleet;
 	X509 *cert;
+	SSL_SESSION *session;           /* the collector's newest ticket */
 	struct pending_result *results; /* in sequence order */
 	struct sent_batch *lat;         /* ingest only */
 	struct backoff backoff;
@@ -98,6 +117,9 @@ struct lg_agent {
 	uint64_t sent_upto;    /* sent on this session up to here */
 	uint64_t max_sent;     /* ever sent up to here: beyond it a send is new */
 	uint64_t snapshot_seq; /* an unacknowledged snapshot, 0: none */
+	uint64_t promote_seq;   /* promote: snapshots from here on show the DC */
+	uint64_t promote_first; /* promote: the first dcpromo event, 0: none */
+	int64_t auth_sent_us;   /* promote: when the auth events first went out */
 	uint64_t attempt_ns;
 	uint64_t last_rx_ms, last_tx_ms, last_gen_ms;
 	double event_credit; /* events due but not yet made */
@@ -109,6 +131,9 @@ struct lg_agent {
 	uint8_t conn_open;
 	uint8_t welcomed_once;
 	uint8_t storm; /* STORM_* bits */
+	uint8_t redial; /* REDIAL_* */
+	uint8_t fanout; /* fanout: got its command (1), its result acked (2) */
+	uint8_t detected;
 	int8_t fail;   /* enum lg_fail set before we close, -1: infer */
 };
 
@@ -120,6 +145,7 @@ struct fleet {
 	struct lg_slot *slots;
 	uint32_t nslots;
 	SSL_CTX *tls;
+	const struct pki_ca *ca; /* not ours */
 	EVP_PKEY *key; /* shared by every agent; not ours */
 	struct tls_limits limits;
 	struct lg_agent *agents;
@@ -132,7 +158,10 @@ struct fleet {
 	uint64_t tokens_ms;
 	uint64_t rng;
 	uv_timer_t launcher, progress, check, phase_timer, deadline;
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sigusr1;
+	struct lg_poller *poller; /* promote */
+	struct lg_command *commands; /* fanout: signed, not yet queued */
+	unsigned redial_closed, redial_welcomed;
 	enum phase phase;
 	int generating;
 	int stopping;
@@ -144,6 +173,7 @@ struct fleet {
 static const struct tls_conn_ops conn_ops;
 static void agent_connect(struct lg_agent *a);
 static void fleet_finish(struct fleet *f, int goal);
+static void start_redial(struct fleet *f);
 
 void lg_host_id(const struct lg_options *o, unsigned i, char *out, size_t len)
 {
@@ -276,6 +306,14 @@ static void ack_to(struct lg_agent *a, uint64_t seq)
 		lg_hist_add(&res->command_latency, (now_ns - r->received_ns) / 1000);
 		res->results_acked++;
 		others++;
+		if (f->phase == PH_ISSUED && r->issued_ms == res->fanout_issued_ms &&
+		    !(a->fanout & 2)) {
+			int64_t us = lg_wall_us() - r->issued_ms * 1000;
+			lg_hist_add(&res->fanout_result, us > 0 ? (uint64_t)us : 0);
+			a->fanout |= 2;
+			if (++res->fanout_done == f->n)
+				res->fanout_done_ms = util_now_ms();
+		}
 		free(r);
 	}
 	uint64_t events = records - others;
@@ -306,7 +344,10 @@ static void kick(struct lg_agent *a)
 		int64_t now_ms = util_now_ms();
 		struct pending_result *r;
 		if (s == a->snapshot_seq) {
-			records_snapshot(&m, host, s, now_ms);
+			enum lg_host_state state = a->promote_seq && s >= a->promote_seq ? LG_HOST_PROMOTED
+			                           : f->o->scenario == LG_PROMOTE      ? LG_HOST_AT_RISK
+			                                                               : LG_HOST_HEALTHY;
+			records_snapshot(&m, host, s, now_ms, state, f->res->promote_ms);
 		} else if ((r = result_at(a, s))) {
 			records_result(&m, s, r->id, r->status, r->reason, r->step, r->received_ms,
 			               now_ms);
@@ -318,7 +359,7 @@ static void kick(struct lg_agent *a)
 				last = a->snapshot_seq - 1;
 			if ((r = result_after(a, s)) && r->seq <= last)
 				last = r->seq - 1;
-			records_events(&m, host, s, (size_t)(last - s + 1), now_ms);
+			records_events(&m, host, s, (size_t)(last - s + 1), now_ms, a->promote_first);
 			uint64_t before = s - 1 > a->max_sent ? s - 1 : a->max_sent;
 			uint64_t fresh = last > before ? last - before : 0;
 			f->res->events_sent += fresh;
@@ -326,6 +367,9 @@ static void kick(struct lg_agent *a)
 		}
 		if (agent_send(a, &m) < 0)
 			return; /* the connection is closing */
+		uint64_t auth = a->promote_first + LG_PROMOTE_AUTH_FIRST;
+		if (a->promote_first && !a->auth_sent_us && s <= auth && auth <= last)
+			a->auth_sent_us = lg_wall_us();
 		a->sent_upto = last;
 		if (last > a->max_sent) {
 			a->max_sent = last;
@@ -463,6 +507,14 @@ static void on_welcome(struct lg_agent *a, const Exfleet__Welcome *w)
 	/* A random first tick, so that heartbeats and batches do not march in step. */
 	uint64_t every = tick_ms(a);
 	uv_timer_start(&a->timer, tick_cb, 1 + rng_next(&f->rng) % every, every);
+	if (f->phase == PH_REDIAL && a->redial == REDIAL_CONNECTING) {
+		a->redial = 0;
+		if (++f->redial_welcomed == f->n) {
+			res->redial_end_ns = (int64_t)uv_hrtime();
+			fleet_finish(f, 1);
+			return;
+		}
+	}
 	if (f->phase == PH_STORM && (a->storm & STORM_DROPPED) && !(a->storm & STORM_REWELCOMED)) {
 		a->storm |= STORM_REWELCOMED;
 		if (++f->storm_rewelcomed == f->n)
@@ -492,6 +544,14 @@ static void on_command(struct lg_agent *a, const Exfleet__Command *cmd)
 		r->reason = "the command body does not decode";
 	} else {
 		snprintf(r->id, sizeof(r->id), "%s", body->id);
+		r->issued_ms = body->issued_at_ms;
+		if (f->phase == PH_ISSUED && body->issued_at_ms == f->res->fanout_issued_ms &&
+		    !(a->fanout & 1)) {
+			int64_t us = lg_wall_us() - body->issued_at_ms * 1000;
+			lg_hist_add(&f->res->fanout_delivery, us > 0 ? (uint64_t)us : 0);
+			f->res->fanout_received++;
+			a->fanout |= 1;
+		}
 		/* No signature is checked here: this is a load generator, not an
 		 * agent, and it changes nothing. It answers as an agent would
 		 * that carries out only these two actions. */
@@ -534,8 +594,13 @@ static void conn_ready_cb(struct tls_conn *c)
 		return;
 	}
 	f->res->tls_ok++;
+	f->res->tls_resumed += c->resumed;
 	if (!f->res->all_welcomed_ns)
 		f->res->ramp_tls_ok++;
+	if (a->redial == REDIAL_CONNECTING) {
+		f->res->redial_tls_ok++;
+		f->res->redial_resumed += c->resumed;
+	}
 	a->last_rx_ms = uv_now(&f->loop);
 	lg_host_id(f->o, a->index, host, sizeof(host));
 	Exfleet__AgentMessage m = EXFLEET__AGENT_MESSAGE__INIT;
@@ -622,6 +687,15 @@ static void conn_close_cb(struct tls_conn *c)
 	enum agent_state was = (enum agent_state)a->state;
 	a->conn_open = 0;
 	uv_timer_stop(&a->timer);
+	if (was == AG_READY && a->redial == REDIAL_CLOSING && !f->stopping) {
+		/* resume: closed on purpose; all come back together. */
+		f->ready--;
+		a->state = AG_IDLE;
+		a->redial = REDIAL_CONNECTING;
+		if (++f->redial_closed == f->n)
+			start_redial(f);
+		return;
+	}
 	if (was == AG_CONNECTING || was == AG_HELLO) {
 		f->inflight--;
 		if (!f->stopping)
@@ -664,10 +738,21 @@ static void conn_drained_cb(struct tls_conn *c)
 	kick(c->data);
 }
 
+/* The newest ticket is offered next time, as the agent does. */
+static int conn_session_cb(struct tls_conn *c, SSL_SESSION *session)
+{
+	struct lg_agent *a = c->data;
+	a->fleet->res->tickets++;
+	SSL_SESSION_free(a->session);
+	a->session = session;
+	return 1;
+}
+
 static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
                                              .frame_cb = conn_frame_cb,
                                              .close_cb = conn_close_cb,
-                                             .drained_cb = conn_drained_cb};
+                                             .drained_cb = conn_drained_cb,
+                                             .session_cb = conn_session_cb};
 
 static void connect_timeout_cb(uv_timer_t *t)
 {
@@ -714,7 +799,8 @@ static void agent_connect(struct lg_agent *a)
 	/* The handshake starts in connect_cb, on a later loop turn: until then
 	 * the SSL object takes this agent's identity. */
 	if (SSL_use_certificate(a->conn.ssl, a->cert) != 1 ||
-	    SSL_use_PrivateKey(a->conn.ssl, f->key) != 1) {
+	    SSL_use_PrivateKey(a->conn.ssl, f->key) != 1 ||
+	    (a->session && !f->o->no_resume && SSL_set_session(a->conn.ssl, a->session) != 1)) {
 		ERR_clear_error();
 		agent_close(a, LG_FAIL_SETUP, LOG_ERR,
 		            "cannot use the agent's certificate and key");
@@ -777,21 +863,185 @@ static void hold_done_cb(uv_timer_t *t)
 	fleet_finish(f, f->ready == f->n);
 }
 
+/* --- after "armed": fanout, promote, resume ------------------------------- */
+
+static void fanout_queue_cb(uv_timer_t *t)
+{
+	struct fleet *f = t->data;
+	char err[512];
+	f->phase = PH_ISSUED;
+	int rc = lg_commands_queue(f->o, f->commands, f->n, f->res->fanout_issued_ms, err,
+	                           sizeof(err));
+	f->res->fanout_committed_ms = util_now_ms();
+	lg_commands_free(f->commands, f->n);
+	f->commands = NULL;
+	if (rc < 0) {
+		fprintf(stderr, "%s: fanout: %s\n", LG_PROG, err);
+		snprintf(f->res->poll_error, sizeof(f->res->poll_error), "%s", err);
+		fleet_finish(f, 0);
+		return;
+	}
+	f->res->fanout_queued = f->n;
+}
+
+/* Signs a command for every agent, all issued at one moment just after the
+ * signing is done, then queues them at that moment. */
+static void fanout_issue(struct fleet *f)
+{
+	char err[512];
+	int64_t cost_us = lg_commands_sign_cost_us(f->ca, f->key);
+	int64_t issued = util_now_ms() + cost_us * f->n * 5 / 4 / 1000 + 50;
+	uint64_t t0 = uv_hrtime();
+	if (lg_commands_sign(f->o, f->ca, f->key, f->first, f->n, issued, &f->commands, err,
+	                     sizeof(err)) < 0) {
+		fprintf(stderr, "%s: fanout: %s\n", LG_PROG, err);
+		snprintf(f->res->poll_error, sizeof(f->res->poll_error), "%s", err);
+		fleet_finish(f, 0);
+		return;
+	}
+	f->res->fanout_sign_us = (uv_hrtime() - t0) / 1000;
+	f->res->fanout_issued_ms = issued;
+	int64_t wait = issued - util_now_ms();
+	uv_update_time(&f->loop);
+	uv_timer_start(&f->phase_timer, fanout_queue_cb, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+/* dcpromo on every host at once: a snapshot of the domain controller it
+ * became, then the SCM failures and the auth-privilege events, all made in
+ * one loop turn and sent as fast as the sessions take them. */
+static void promote_burst(struct fleet *f)
+{
+	f->phase = PH_PROMOTED;
+	f->res->promote_ms = util_now_ms();
+	for (unsigned i = 0; i < f->n; i++) {
+		struct lg_agent *a = &f->agents[i];
+		if (a->snapshot_seq)
+			continue; /* reconnected since armed: an unsent snapshot in the way */
+		take_snapshot(a);
+		a->promote_seq = a->snapshot_seq;
+		a->promote_first = a->next_seq + 1;
+		a->next_seq += LG_PROMOTE_EVENTS;
+		f->res->events_generated += LG_PROMOTE_EVENTS;
+		f->res->promoted++;
+	}
+	for (unsigned i = 0; i < f->n; i++)
+		kick(&f->agents[i]);
+}
+
+static void issue_cb(uv_timer_t *t)
+{
+	struct fleet *f = t->data;
+	if (f->phase != PH_ARMED)
+		return;
+	if (f->o->scenario == LG_FANOUT)
+		fanout_issue(f);
+	else
+		promote_burst(f);
+}
+
+static void sigusr1_cb(uv_signal_t *s, int signum)
+{
+	struct fleet *f = s->data;
+	if (f->phase == PH_ARMED && (f->o->scenario == LG_FANOUT || f->o->scenario == LG_PROMOTE)) {
+		uv_timer_stop(&f->phase_timer);
+		issue_cb(&f->phase_timer);
+	}
+}
+
+/* resume: every session is closed by us; once all are, they come back. */
+static void redial_all(struct fleet *f)
+{
+	f->phase = PH_REDIAL;
+	for (unsigned i = 0; i < f->n; i++) {
+		struct lg_agent *a = &f->agents[i];
+		a->redial = REDIAL_CLOSING;
+		tls_conn_close(&a->conn, LOG_DEBUG, "reconnecting, to resume the session");
+	}
+}
+
+static void start_redial(struct fleet *f)
+{
+	f->res->redial_start_ns = (int64_t)uv_hrtime();
+	f->next_launch = 0;
+	uv_timer_start(&f->launcher, launcher_cb, 0, LAUNCH_TICK_MS);
+}
+
+static void seen_cb(void *arg, unsigned index, int64_t seen_us, int64_t since_ms)
+{
+	struct fleet *f = arg;
+	struct lg_agent *a = &f->agents[index - f->first];
+	struct lg_result *res = f->res;
+	if (a->detected || !a->auth_sent_us)
+		return; /* listed before its events went out: not this burst's doing */
+	a->detected = 1;
+	int64_t us = seen_us - a->auth_sent_us;
+	lg_hist_add(&res->detect_seen, us > 0 ? (uint64_t)us : 0);
+	if (since_ms) {
+		us = since_ms * 1000 - a->auth_sent_us;
+		lg_hist_add(&res->detect_recorded, us > 0 ? (uint64_t)us : 0);
+	}
+	if (++res->detected == f->n)
+		res->promote_done_ms = util_now_ms();
+}
+
+/* Every agent up with nothing waiting for an Ack. */
+static int all_quiet(const struct fleet *f)
+{
+	for (unsigned i = 0; i < f->n; i++)
+		if (f->agents[i].state != AG_READY || f->agents[i].acked != f->agents[i].next_seq)
+			return 0;
+	return 1;
+}
+
+static void arm(struct fleet *f)
+{
+	char err[512];
+	f->phase = PH_ARMED;
+	if (f->o->scenario == LG_STORM)
+		uv_timer_stop(&f->check);
+	if (f->rep && f->rep->armed)
+		f->rep->armed(f->rep->arg, f->n);
+	switch (f->o->scenario) {
+	case LG_PROMOTE:
+		/* Connected and listing already, so the first look after the
+		 * burst costs no handshake. */
+		if (lg_poller_start(&f->poller, f->o, f->ca, f->key, f->first, f->n, err,
+		                    sizeof(err)) < 0) {
+			fprintf(stderr, "%s: promote: %s\n", LG_PROG, err);
+			snprintf(f->res->poll_error, sizeof(f->res->poll_error), "%s", err);
+			fleet_finish(f, 0);
+			return;
+		}
+		/* fall through */
+	case LG_FANOUT:
+		uv_timer_start(&f->phase_timer, issue_cb, (uint64_t)(f->o->issue_after_s * 1000), 0);
+		break;
+	case LG_RESUME:
+		redial_all(f);
+		break;
+	default:
+		break;
+	}
+}
+
 static void check_cb(uv_timer_t *t)
 {
 	struct fleet *f = t->data;
-	if (f->phase == PH_RAMP && f->o->scenario == LG_STORM && f->res->all_welcomed_ns) {
-		for (unsigned i = 0; i < f->n; i++)
-			if (f->agents[i].state != AG_READY ||
-			    f->agents[i].acked != f->agents[i].next_seq)
-				return;
-		f->phase = PH_ARMED;
-		uv_timer_stop(&f->check);
-		if (f->rep && f->rep->armed)
-			f->rep->armed(f->rep->arg, f->n);
-		return;
-	}
-	if (f->phase == PH_DRAIN) {
+	switch (f->phase) {
+	case PH_RAMP:
+		if (f->res->all_welcomed_ns && all_quiet(f))
+			arm(f);
+		break;
+	case PH_ISSUED:
+		if (f->res->fanout_done == f->n)
+			fleet_finish(f, 1);
+		break;
+	case PH_PROMOTED:
+		lg_poller_drain(f->poller, seen_cb, f);
+		if (f->res->detected == f->n)
+			fleet_finish(f, 1);
+		break;
+	case PH_DRAIN: {
 		unsigned left = 0;
 		for (unsigned i = 0; i < f->n; i++)
 			left += f->agents[i].acked != f->agents[i].next_seq;
@@ -799,6 +1049,10 @@ static void check_cb(uv_timer_t *t)
 			fleet_finish(f, 1);
 		else if (uv_now(&f->loop) >= (uint64_t)f->drain_until_ms)
 			fleet_finish(f, 0);
+		break;
+	}
+	default:
+		break;
 	}
 }
 
@@ -839,6 +1093,9 @@ static void all_welcomed(struct fleet *f)
 		uv_timer_start(&f->phase_timer, steady_start_cb, batch_interval_ms(f->o), 0);
 		break;
 	case LG_STORM:
+	case LG_FANOUT:
+	case LG_PROMOTE:
+	case LG_RESUME:
 		uv_timer_start(&f->check, check_cb, CHECK_TICK_MS, CHECK_TICK_MS);
 		break;
 	}
@@ -877,6 +1134,10 @@ static void fleet_finish(struct fleet *f, int goal)
 	res->end_ns = (int64_t)uv_hrtime();
 	res->ready_at_end = f->ready;
 	lg_rss(&res->rss_kb_end, &res->hwm_kb);
+	if (f->poller) {
+		lg_poller_stop(f->poller, res);
+		f->poller = NULL;
+	}
 	for (unsigned i = 0; i < f->n; i++) {
 		struct lg_agent *a = &f->agents[i];
 		res->unacked_at_end += a->next_seq - a->acked;
@@ -888,6 +1149,7 @@ static void fleet_finish(struct fleet *f, int goal)
 	close_handle((uv_handle_t *)&f->deadline);
 	close_handle((uv_handle_t *)&f->sigint);
 	close_handle((uv_handle_t *)&f->sigterm);
+	close_handle((uv_handle_t *)&f->sigusr1);
 	for (unsigned i = 0; i < f->n; i++) {
 		struct lg_agent *a = &f->agents[i];
 		close_handle((uv_handle_t *)&a->timer);
@@ -912,8 +1174,12 @@ static int client_ctx(const struct lg_options *o, SSL_CTX **out, char *err, size
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	/* Idle sessions give their record buffers back: thousands of them. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* Every session is a full handshake, as an agent's first one is. */
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* Tickets are kept and offered, as the agent does; with --no-resume
+	 * every session is a full handshake. */
+	if (o->no_resume)
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	else
+		tls_ctx_keep_sessions(ctx);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", o->pki_dir);
 	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
@@ -940,6 +1206,7 @@ int fleet_prepare(struct fleet **out, const struct lg_options *o, const struct p
 	}
 	f->o = o;
 	f->res = res;
+	f->ca = ca;
 	f->key = key;
 	f->first = first;
 	f->n = count;
@@ -1007,9 +1274,11 @@ int fleet_run(struct fleet *f, int64_t start_ns, const struct lg_reporter *rep,
 	}
 	uv_signal_init(&f->loop, &f->sigint);
 	uv_signal_init(&f->loop, &f->sigterm);
-	f->sigint.data = f->sigterm.data = f;
+	uv_signal_init(&f->loop, &f->sigusr1);
+	f->sigint.data = f->sigterm.data = f->sigusr1.data = f;
 	uv_signal_start(&f->sigint, signal_cb, SIGINT);
 	uv_signal_start(&f->sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&f->sigusr1, sigusr1_cb, SIGUSR1);
 
 	int64_t spent_ms = ((int64_t)uv_hrtime() - start_ns) / 1000000;
 	int64_t left_ms = (int64_t)(o->deadline_s * 1000) - spent_ms;
@@ -1040,9 +1309,11 @@ void fleet_free(struct fleet *f)
 			free(r);
 		}
 		X509_free(a->cert);
+		SSL_SESSION_free(a->session);
 		free(a->lat);
 	}
 	free(f->agents);
+	lg_commands_free(f->commands, f->n);
 	SSL_CTX_free(f->tls);
 	free(f);
 }

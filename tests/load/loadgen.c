@@ -42,6 +42,20 @@ static const struct scenario {
      "                acknowledged, then waits for the harness to restart the\n"
      "                collector. Goal: every session dropped, came back and had\n"
      "                its pending record acknowledged."},
+    {"fanout", LG_FANOUT,
+     "N sessions; once armed, after --issue-after s (or at\n"
+     "                SIGUSR1), a signed RESCAN for every host is queued in the\n"
+     "                collector's --store in one transaction. Goal: every result\n"
+     "                acknowledged; times from the commands' issued_at."},
+    {"promote", LG_PROMOTE,
+     "N hosts at risk; once armed, after --issue-after s (or\n"
+     "                at SIGUSR1), dcpromo breaks all at once. Goal: the\n"
+     "                collector's --api lists every host AFFECTED; times from the\n"
+     "                auth-error events' send."},
+    {"resume", LG_RESUME,
+     "N sessions; once armed, every one is closed and comes\n"
+     "                back offering its session ticket, at --rate/--inflight.\n"
+     "                Goal: all welcomed again (how many resumed is reported)."},
 };
 
 #define NSCENARIOS (sizeof(scenarios) / sizeof(scenarios[0]))
@@ -88,6 +102,12 @@ static void usage(FILE *out)
 	    "  --reconnect-min MS     first reconnect delay ceiling (1000, as the agent)\n"
 	    "  --reconnect-max MS     longest reconnect delay (300000, as the agent)\n"
 	    "  --cert-days N          validity of the minted certificates (1)\n"
+	    "  --no-resume            never offer a session ticket: every handshake is full\n"
+	    "  --store PATH           fanout: the collector's store (SQLite) to queue commands in\n"
+	    "  --issue-after S        fanout, promote: seconds from armed to the commands or the\n"
+	    "                         breakage (1); SIGUSR1 does it at once\n"
+	    "  --api ADDR:PORT        promote: the collector's HTTPS API (127.0.0.0/8)\n"
+	    "  --poll-ms MS           promote: how often the API is listed (100)\n"
 	    "  --json FILE            write the report there instead of stdout\n"
 	    "  --quiet                no progress lines or summary on stderr\n"
 	    "  --log-level LEVEL      session log lines: error, warn, info, debug (error)\n"
@@ -134,29 +154,35 @@ static int parse_uint(const char *opt, const char *s, unsigned long min, unsigne
 	return 0;
 }
 
-static int parse_collector(struct lg_options *o, const char *s)
+/* ADDR:PORT of a collector on this machine, into addr and text. */
+static int parse_local(const char *opt, const char *s, struct sockaddr_in *addr, char *text,
+                       size_t len)
 {
 	char host[64], port[8];
 	unsigned long p;
-	if (strlen(s) >= sizeof(o->collector) ||
-	    util_split_hostport(s, host, sizeof(host), port, sizeof(port)) < 0 ||
-	    uv_ip4_addr(host, 0, &o->target) < 0) {
-		fprintf(stderr, "%s: --collector: '%s' is not IPv4-ADDRESS:PORT\n", LG_PROG, s);
+	if (strlen(s) >= len || util_split_hostport(s, host, sizeof(host), port, sizeof(port)) < 0 ||
+	    uv_ip4_addr(host, 0, addr) < 0) {
+		fprintf(stderr, "%s: %s: '%s' is not IPv4-ADDRESS:PORT\n", LG_PROG, opt, s);
 		return -1;
 	}
 	/* A load generator aims at a collector on this machine only. */
-	if ((ntohl(o->target.sin_addr.s_addr) >> 24) != 127) {
+	if ((ntohl(addr->sin_addr.s_addr) >> 24) != 127) {
 		fprintf(stderr,
-		        "%s: --collector: %s is not in 127.0.0.0/8; " LG_PROG
+		        "%s: %s: %s is not in 127.0.0.0/8; " LG_PROG
 		        " loads only a collector on this machine\n",
-		        LG_PROG, host);
+		        LG_PROG, opt, host);
 		return -1;
 	}
-	if (parse_uint("--collector port", port, 1, 65535, &p) < 0)
+	if (parse_uint(opt, port, 1, 65535, &p) < 0)
 		return -1;
-	o->target.sin_port = htons((uint16_t)p);
-	snprintf(o->collector, sizeof(o->collector), "%s", s);
+	addr->sin_port = htons((uint16_t)p);
+	snprintf(text, len, "%s", s);
 	return 0;
+}
+
+static int parse_collector(struct lg_options *o, const char *s)
+{
+	return parse_local("--collector", s, &o->target, o->collector, sizeof(o->collector));
 }
 
 enum {
@@ -179,6 +205,11 @@ enum {
 	OPT_RMIN,
 	OPT_RMAX,
 	OPT_CERT_DAYS,
+	OPT_NO_RESUME,
+	OPT_STORE,
+	OPT_ISSUE_AFTER,
+	OPT_API,
+	OPT_POLL_MS,
 	OPT_JSON,
 	OPT_QUIET,
 	OPT_LOG_LEVEL,
@@ -205,6 +236,11 @@ static const struct option long_options[] = {
     {"reconnect-min", required_argument, NULL, OPT_RMIN},
     {"reconnect-max", required_argument, NULL, OPT_RMAX},
     {"cert-days", required_argument, NULL, OPT_CERT_DAYS},
+    {"no-resume", no_argument, NULL, OPT_NO_RESUME},
+    {"store", required_argument, NULL, OPT_STORE},
+    {"issue-after", required_argument, NULL, OPT_ISSUE_AFTER},
+    {"api", required_argument, NULL, OPT_API},
+    {"poll-ms", required_argument, NULL, OPT_POLL_MS},
     {"json", required_argument, NULL, OPT_JSON},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -233,6 +269,8 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 	o->reconnect_min_ms = 1000;
 	o->reconnect_max_ms = 300000;
 	o->cert_days = 1;
+	o->issue_after_s = 1;
+	o->poll_ms = 100;
 	o->log_level = LOG_ERR;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
@@ -269,7 +307,8 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 			}
 			if (rc < 0)
 				fprintf(stderr,
-				        "%s: --scenario: '%s' is not connect, ingest or storm\n",
+				        "%s: --scenario: '%s' is not connect, ingest, storm, fanout, "
+				        "promote or resume\n",
 				        LG_PROG, optarg);
 			break;
 		case OPT_RATE:
@@ -314,6 +353,22 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 		case OPT_CERT_DAYS:
 			rc = parse_uint(opt, optarg, 1, PKI_DAYS_MAX, &u);
 			o->cert_days = (int)u;
+			break;
+		case OPT_NO_RESUME:
+			o->no_resume = 1;
+			break;
+		case OPT_STORE:
+			o->store = optarg;
+			break;
+		case OPT_ISSUE_AFTER:
+			rc = parse_double(opt, optarg, 0, 86400, &o->issue_after_s);
+			break;
+		case OPT_API:
+			rc = parse_local(opt, optarg, &o->api_addr, o->api, sizeof(o->api));
+			break;
+		case OPT_POLL_MS:
+			rc = parse_uint(opt, optarg, 1, 60000, &u);
+			o->poll_ms = (unsigned)u;
 			break;
 		case OPT_JSON:
 			o->json_path = optarg;
@@ -366,6 +421,14 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 	}
 	if (o->reconnect_max_ms < o->reconnect_min_ms) {
 		fprintf(stderr, "%s: --reconnect-max is below --reconnect-min\n", LG_PROG);
+		return -1;
+	}
+	if (o->scenario == LG_FANOUT && !o->store) {
+		fprintf(stderr, "%s: fanout needs --store, the collector's store\n", LG_PROG);
+		return -1;
+	}
+	if (o->scenario == LG_PROMOTE && !o->api[0]) {
+		fprintf(stderr, "%s: promote needs --api, the collector's HTTPS API\n", LG_PROG);
 		return -1;
 	}
 	return 0;
@@ -439,13 +502,15 @@ static void print_progress(struct printer *pr, const struct lg_progress *p)
 	pr->prev_ns = now;
 }
 
-static void print_armed(unsigned agents)
+void lg_print_armed(const struct lg_options *o, unsigned agents)
 {
 	/* Printed even with --quiet: a harness waits for this line. */
-	fprintf(stderr,
-	        "%s: storm: armed: all %u sessions up and acknowledged; "
-	        "stop and restart the collector now\n",
-	        LG_PROG, agents);
+	const char *next = o->scenario == LG_STORM    ? "stop and restart the collector now"
+	                   : o->scenario == LG_FANOUT ? "commands are queued after --issue-after"
+	                   : o->scenario == LG_PROMOTE ? "hosts are promoted after --issue-after"
+	                                               : "every session reconnects now";
+	fprintf(stderr, "%s: %s: armed: all %u sessions up and acknowledged; %s\n", LG_PROG,
+	        scenario_name(o->scenario), agents, next);
 }
 
 static void single_progress(void *arg, const struct lg_progress *p)
@@ -455,7 +520,7 @@ static void single_progress(void *arg, const struct lg_progress *p)
 
 static void single_armed(void *arg, unsigned agents)
 {
-	print_armed(agents);
+	lg_print_armed(((struct printer *)arg)->o, agents);
 }
 
 /* --- the report ---------------------------------------------------------------- */
@@ -536,6 +601,10 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 	t->storm_all_welcomed_ns =
 	    latest(parts, n, offsetof(struct lg_result, storm_all_welcomed_ns));
 	t->storm_recovered_ns = latest(parts, n, offsetof(struct lg_result, storm_recovered_ns));
+	t->fanout_done_ms = latest(parts, n, offsetof(struct lg_result, fanout_done_ms));
+	t->fanout_committed_ms = latest(parts, n, offsetof(struct lg_result, fanout_committed_ms));
+	t->promote_done_ms = latest(parts, n, offsetof(struct lg_result, promote_done_ms));
+	t->redial_end_ns = latest(parts, n, offsetof(struct lg_result, redial_end_ns));
 	for (unsigned k = 0; k < n; k++) {
 		const struct lg_result *r = parts[k].res;
 		if (parts[k].lost) {
@@ -554,6 +623,19 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 		if (r->storm_first_drop_ns &&
 		    (!t->storm_first_drop_ns || r->storm_first_drop_ns < t->storm_first_drop_ns))
 			t->storm_first_drop_ns = r->storm_first_drop_ns;
+		/* Each process issues and promotes on its own: the earliest. */
+		if (r->fanout_issued_ms &&
+		    (!t->fanout_issued_ms || r->fanout_issued_ms < t->fanout_issued_ms))
+			t->fanout_issued_ms = r->fanout_issued_ms;
+		if (r->promote_ms && (!t->promote_ms || r->promote_ms < t->promote_ms))
+			t->promote_ms = r->promote_ms;
+		if (r->redial_start_ns &&
+		    (!t->redial_start_ns || r->redial_start_ns < t->redial_start_ns))
+			t->redial_start_ns = r->redial_start_ns;
+		if (r->fanout_sign_us > t->fanout_sign_us)
+			t->fanout_sign_us = r->fanout_sign_us;
+		if (r->poll_error[0] && !t->poll_error[0])
+			memcpy(t->poll_error, r->poll_error, sizeof(t->poll_error));
 #define SUM(field) t->field += r->field
 		SUM(certs_minted);
 		SUM(ramp_tls_ok);
@@ -584,6 +666,17 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 		SUM(rss_kb_end);
 		SUM(hwm_kb);
 		SUM(ack_latency_unsampled);
+		SUM(tls_resumed);
+		SUM(tickets);
+		SUM(fanout_queued);
+		SUM(fanout_received);
+		SUM(fanout_done);
+		SUM(promoted);
+		SUM(detected);
+		SUM(polls);
+		SUM(poll_errors);
+		SUM(redial_tls_ok);
+		SUM(redial_resumed);
 #undef SUM
 		for (int i = 0; i < LG_FAIL_COUNT; i++)
 			t->fail[i] += r->fail[i];
@@ -591,6 +684,11 @@ static void merge(struct lg_result *t, const struct part *parts, unsigned n)
 		lg_hist_merge(&t->welcome_latency, &r->welcome_latency);
 		lg_hist_merge(&t->ack_latency, &r->ack_latency);
 		lg_hist_merge(&t->command_latency, &r->command_latency);
+		lg_hist_merge(&t->fanout_delivery, &r->fanout_delivery);
+		lg_hist_merge(&t->fanout_result, &r->fanout_result);
+		lg_hist_merge(&t->detect_seen, &r->detect_seen);
+		lg_hist_merge(&t->detect_recorded, &r->detect_recorded);
+		lg_hist_merge(&t->poll_latency, &r->poll_latency);
 	}
 }
 
@@ -679,6 +777,24 @@ static const char *goal_text(const struct lg_options *o, char *buf, size_t len)
 		         "acknowledged, within %.0f s",
 		         o->agents, o->deadline_s);
 		break;
+	case LG_FANOUT:
+		snprintf(buf, len,
+		         "all %u agents welcomed, a RESCAN queued for each, every result "
+		         "acknowledged, within %.0f s",
+		         o->agents, o->deadline_s);
+		break;
+	case LG_PROMOTE:
+		snprintf(buf, len,
+		         "all %u hosts welcomed at risk, promoted at once, and each listed "
+		         "AFFECTED by the API, within %.0f s",
+		         o->agents, o->deadline_s);
+		break;
+	case LG_RESUME:
+		snprintf(buf, len,
+		         "all %u agents welcomed, their sessions closed, and all welcomed again "
+		         "offering their tickets, within %.0f s",
+		         o->agents, o->deadline_s);
+		break;
 	}
 	return buf;
 }
@@ -754,11 +870,13 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 	json_object_set_new(root, "time_to_all_welcomed_s", jtime(t->all_welcomed_ns, s0));
 	json_object_set_new(
 	    root, "handshakes",
-	    json_pack("{s:I,s:I,s:I,s:o,s:I}", "attempts", (json_int_t)t->attempts, "tls_completed",
-	              (json_int_t)t->tls_ok, "welcomes", (json_int_t)t->welcomes, "per_second_ramp",
+	    json_pack("{s:I,s:I,s:I,s:I,s:o,s:I,s:b}", "attempts", (json_int_t)t->attempts,
+	              "tls_completed", (json_int_t)t->tls_ok, "resumed", (json_int_t)t->tls_resumed,
+	              "welcomes", (json_int_t)t->welcomes, "per_second_ramp",
 	              ramp_s > 0 ? json_real((double)t->ramp_tls_ok / ramp_s) : json_null(),
-	              "max_in_progress",
-	              (json_int_t)peak_attempts(parts, n, nslots, s0, t->end_ns)));
+	              "max_in_progress", (json_int_t)peak_attempts(parts, n, nslots, s0, t->end_ns),
+	              "resumption_offered", !o->no_resume));
+	json_object_set_new(root, "tickets_received", json_integer((json_int_t)t->tickets));
 	json_object_set_new(root, "welcome_latency_ms", jhist(&t->welcome_latency));
 	json_object_set_new(root, "failures", fails);
 	json_object_set_new(root, "failure_reasons", reasons);
@@ -807,6 +925,46 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 	                    "recovered", (json_int_t)t->storm_recovered, "reconnect_attempts",
 	                    (json_int_t)t->storm_attempts, "max_concurrent_attempts",
 	                    (json_int_t)storm_peak, "within_deadline", t->storm_recovered_ns != 0));
+	double redial_s = t->redial_end_ns ? secs(t->redial_end_ns - t->redial_start_ns) : 0;
+	json_object_set_new(
+	    root, "resume",
+	    o->scenario != LG_RESUME
+	        ? json_null()
+	        : json_pack("{s:o,s:I,s:I,s:o}", "seconds", redial_s > 0 ? json_real(redial_s) : json_null(),
+	                    "tls_completed", (json_int_t)t->redial_tls_ok, "resumed",
+	                    (json_int_t)t->redial_resumed, "handshakes_per_second",
+	                    redial_s > 0 ? json_real((double)t->redial_tls_ok / redial_s)
+	                                 : json_null()));
+	json_object_set_new(
+	    root, "fanout",
+	    o->scenario != LG_FANOUT
+	        ? json_null()
+	        : json_pack("{s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o,s:o}", "issued_at_ms",
+	                    (json_int_t)t->fanout_issued_ms, "queued", (json_int_t)t->fanout_queued,
+	                    "commands_received", (json_int_t)t->fanout_received, "results_acked",
+	                    (json_int_t)t->fanout_done, "signing_s", (double)t->fanout_sign_us / 1e6,
+	                    "queue_committed_after_ms",
+	                    t->fanout_committed_ms && t->fanout_issued_ms
+	                        ? json_integer(t->fanout_committed_ms - t->fanout_issued_ms)
+	                        : json_null(),
+	                    "all_results_acked_after_ms",
+	                    t->fanout_done_ms ? json_integer(t->fanout_done_ms - t->fanout_issued_ms)
+	                                      : json_null(),
+	                    "delivery_ms", jhist(&t->fanout_delivery), "result_acked_ms",
+	                    jhist(&t->fanout_result)));
+	json_object_set_new(
+	    root, "promote",
+	    o->scenario != LG_PROMOTE
+	        ? json_null()
+	        : json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:o,s:s}", "promoted_at_ms",
+	                    (json_int_t)t->promote_ms, "promoted", (json_int_t)t->promoted,
+	                    "detected", (json_int_t)t->detected, "all_detected_after_ms",
+	                    t->promote_done_ms ? json_integer(t->promote_done_ms - t->promote_ms)
+	                                       : json_null(),
+	                    "detection_seen_ms", jhist(&t->detect_seen), "detection_recorded_ms",
+	                    jhist(&t->detect_recorded), "poll_ms", (json_int_t)o->poll_ms, "polls",
+	                    (json_int_t)t->polls, "poll_errors", (json_int_t)t->poll_errors,
+	                    "request_ms", jhist(&t->poll_latency), "first_error", t->poll_error));
 	json_object_set_new(
 	    root, "loadgen",
 	    json_pack("{s:o,s:I,s:I,s:b,s:o}", "rss_kb_all_up",
@@ -852,6 +1010,36 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 			        (double)lg_hist_quantile(&t->ack_latency, 0.5) / 1000,
 			        (double)lg_hist_quantile(&t->ack_latency, 0.99) / 1000,
 			        (unsigned long long)t->unacked_at_end);
+		if (o->scenario == LG_FANOUT && t->fanout_issued_ms)
+			fprintf(stderr,
+			        "%s:   fanout: %u commands queued %lld ms after their issued_at; "
+			        "results acknowledged %u, issued_at to Ack p50 %.1f ms, p99 %.1f ms, "
+			        "max %.1f ms\n",
+			        LG_PROG, t->fanout_queued,
+			        (long long)(t->fanout_committed_ms - t->fanout_issued_ms), t->fanout_done,
+			        (double)lg_hist_quantile(&t->fanout_result, 0.5) / 1000,
+			        (double)lg_hist_quantile(&t->fanout_result, 0.99) / 1000,
+			        (double)t->fanout_result.max_us / 1000);
+		if (o->scenario == LG_PROMOTE && t->promote_ms)
+			fprintf(stderr,
+			        "%s:   promote: %u of %u hosts listed AFFECTED; auth events to listed "
+			        "p50 %.1f ms, p99 %.1f ms, max %.1f ms (to status_since p99 %.1f ms); "
+			        "%llu polls, %llu failed\n",
+			        LG_PROG, t->detected, t->promoted,
+			        (double)lg_hist_quantile(&t->detect_seen, 0.5) / 1000,
+			        (double)lg_hist_quantile(&t->detect_seen, 0.99) / 1000,
+			        (double)t->detect_seen.max_us / 1000,
+			        (double)lg_hist_quantile(&t->detect_recorded, 0.99) / 1000,
+			        (unsigned long long)t->polls, (unsigned long long)t->poll_errors);
+		if (t->poll_error[0])
+			fprintf(stderr, "%s:   first error: %s\n", LG_PROG, t->poll_error);
+		if (o->scenario == LG_RESUME && t->redial_end_ns)
+			fprintf(stderr,
+			        "%s:   resume: all back after %.2f s: %.0f handshakes/s, %llu of %llu "
+			        "resumed\n",
+			        LG_PROG, redial_s, (double)t->redial_tls_ok / redial_s,
+			        (unsigned long long)t->redial_resumed,
+			        (unsigned long long)t->redial_tls_ok);
 		if (storm && t->storm_recovered_ns)
 			fprintf(stderr,
 			        "%s:   storm: recovered %.2f s after the first drop, at most %u "
@@ -977,6 +1165,13 @@ static volatile sig_atomic_t parent_signal;
 static void parent_signal_cb(int sig)
 {
 	parent_signal = sig;
+}
+
+static volatile sig_atomic_t parent_usr1;
+
+static void parent_usr1_cb(int sig)
+{
+	parent_usr1 = 1;
 }
 
 /* Handles the whole messages in w's buffer. */
@@ -1126,6 +1321,8 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 	sa.sa_handler = parent_signal_cb;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = parent_usr1_cb;
+	sigaction(SIGUSR1, &sa, NULL);
 
 	/* Every worker has its certificates before the clock starts. */
 	uint64_t t0 = uv_hrtime();
@@ -1172,6 +1369,10 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 			workers_signal(ws, n, SIGTERM);
 			forwarded = 1;
 		}
+		if (parent_usr1) {
+			parent_usr1 = 0;
+			workers_signal(ws, n, SIGUSR1);
+		}
 		if (now >= kill_at && !killed) {
 			fprintf(stderr,
 			        "%s: workers still running %d s after the deadline: killing them\n",
@@ -1183,7 +1384,7 @@ static int run_workers(const struct lg_options *o, const struct pki_ca *ca, EVP_
 		for (unsigned k = 0; k < n; k++)
 			armed += ws[k].armed;
 		if (armed == n && !armed_said) {
-			print_armed(o->agents);
+			lg_print_armed(o, o->agents);
 			armed_said = 1;
 		}
 		if (all_minted && now - last_print >= 1000000000ll) {

@@ -4,6 +4,8 @@
  * loadgen.c  the command line, file limits, worker processes and the report
  * fleet.c    one process's agents on one libuv loop: sessions and scenarios
  * records.c  what a simulated Exchange 5.5 host sends (Hello, Snapshot, ...)
+ * issue.c    fanout: signed commands queued in the collector's store
+ * api_poll.c promote: watching the collector's HTTPS API for status changes
  * stats.c    latency histograms */
 #ifndef EXFLEET_LOADGEN_H
 #define EXFLEET_LOADGEN_H
@@ -24,7 +26,7 @@
 #define LG_REASONS 8      /* distinct close reasons kept, with counts */
 #define LG_REASON_LEN 120
 
-enum lg_scenario { LG_CONNECT, LG_INGEST, LG_STORM };
+enum lg_scenario { LG_CONNECT, LG_INGEST, LG_STORM, LG_FANOUT, LG_PROMOTE, LG_RESUME };
 
 struct lg_options {
 	enum lg_scenario scenario;
@@ -47,6 +49,12 @@ struct lg_options {
 	uint64_t reconnect_min_ms;
 	uint64_t reconnect_max_ms;
 	int cert_days;
+	int no_resume;        /* never offer a session ticket: full handshakes only */
+	const char *store;    /* fanout: the collector's store, where commands are queued */
+	double issue_after_s; /* fanout, promote: from armed to the commands or the burst */
+	char api[64];         /* promote: the collector's HTTPS API, "127.0.0.1:8443" */
+	struct sockaddr_in api_addr;
+	unsigned poll_ms;     /* promote: API poll interval */
 	int quiet;
 	int log_level;
 	const char *json_path;
@@ -123,6 +131,26 @@ struct lg_result {
 	uint64_t records_acked;
 	uint64_t unacked_at_end; /* records generated, never acknowledged */
 	uint64_t commands_received, commands_succeeded, commands_rejected, results_acked;
+	uint64_t tls_resumed; /* handshakes that resumed a session */
+	uint64_t tickets;     /* session tickets received */
+	/* fanout: wall-clock ms; the commands' issued_at, and the moment the
+	 * transaction that queued them committed */
+	int64_t fanout_issued_ms, fanout_committed_ms, fanout_done_ms;
+	uint64_t fanout_sign_us;
+	uint32_t fanout_queued, fanout_received, fanout_done;
+	struct lg_hist fanout_delivery; /* issued_at -> Command received */
+	struct lg_hist fanout_result;   /* issued_at -> its result acknowledged */
+	/* promote: wall-clock ms of the burst; detections through the API */
+	int64_t promote_ms, promote_done_ms;
+	uint32_t promoted, detected;
+	uint64_t polls, poll_errors;
+	struct lg_hist detect_seen;     /* auth events sent -> host listed AFFECTED */
+	struct lg_hist detect_recorded; /* auth events sent -> its status_since */
+	struct lg_hist poll_latency;    /* one API request */
+	char poll_error[LG_REASON_LEN];
+	/* resume: the second ramp, every agent reconnecting with its ticket */
+	int64_t redial_start_ns, redial_end_ns;
+	uint64_t redial_tls_ok, redial_resumed;
 	/* storm */
 	int64_t storm_first_drop_ns, storm_all_dropped_ns, storm_all_welcomed_ns,
 	    storm_recovered_ns;
@@ -145,6 +173,10 @@ struct lg_reporter {
 	void *arg;
 };
 
+/* The line a harness waits for, per scenario (storm: restart the
+ * collector now; fanout, promote: measure the idle fleet now). */
+void lg_print_armed(const struct lg_options *o, unsigned agents);
+
 /* Agents [first, first + count) of the whole fleet, on a loop of their own.
  * fleet_prepare mints their certificates; fleet_run runs the scenario from
  * start_ns until its goal or the deadline and fills res and slots (nslots
@@ -166,10 +198,27 @@ void lg_host_id(const struct lg_options *o, unsigned i, char *out, size_t len);
  * envelope m with pointers into storage that stays valid until the next call. */
 void records_hello(Exfleet__AgentMessage *m, const char *host_id, unsigned index, uint64_t highest,
                    uint64_t lowest);
-void records_snapshot(Exfleet__AgentMessage *m, const char *host_id, uint64_t seq, int64_t now_ms);
-/* Events first..first+n-1 (n <= LG_BATCH_MAX). */
+
+/* What a host's snapshot shows. */
+enum lg_host_state {
+	LG_HOST_HEALTHY,  /* member server, Exchange as CORP\exsvc with its rights */
+	LG_HOST_AT_RISK,  /* member server, Exchange as the local HOST\exsvc */
+	LG_HOST_PROMOTED, /* after dcpromo: a DC, the SAM and HOST\exsvc gone,
+	                   * every Exchange service stopped with 1069 */
+};
+void records_snapshot(Exfleet__AgentMessage *m, const char *host_id, uint64_t seq, int64_t now_ms,
+                      enum lg_host_state state, int64_t promoted_at_ms);
+
+/* The events a dcpromo'd host logs, in order: SCM 7038 (%%1326) and 7000
+ * (%%1069) for each Exchange service, then MSExchangePOP3 and
+ * MSExchangeIMAP4 13003 (a required privilege is not held). */
+#define LG_PROMOTE_EVENTS 14
+#define LG_PROMOTE_AUTH_FIRST 12 /* the first auth-privilege event */
+/* Events first..first+n-1 (n <= LG_BATCH_MAX): routine ones, except that
+ * sequences promote_first..promote_first+LG_PROMOTE_EVENTS-1 (0: none)
+ * are the dcpromo events. */
 void records_events(Exfleet__AgentMessage *m, const char *host_id, uint64_t first, size_t n,
-                    int64_t now_ms);
+                    int64_t now_ms, uint64_t promote_first);
 void records_heartbeat(Exfleet__AgentMessage *m, uint64_t highest, int64_t now_ms);
 void records_result(Exfleet__AgentMessage *m, uint64_t seq, const char *command_id,
                     Exfleet__CommandStatus status, const char *reason, const char *step,
@@ -177,5 +226,43 @@ void records_result(Exfleet__AgentMessage *m, uint64_t seq, const char *command_
 
 /* /proc/self/status: resident set now and its peak, kB (0 when unknown). */
 void lg_rss(uint64_t *rss_kb, uint64_t *hwm_kb);
+/* Wall-clock time (the collector's clock too), microseconds. */
+int64_t lg_wall_us(void);
+
+/* issue.c: fanout's commands. One RESCAN per host, signed by an operator
+ * certificate minted from the CA, all with one issued_at. */
+struct lg_command {
+	char id[33];
+	char host_id[PKI_NAME_MAX + 1];
+	uint8_t *envelope; /* an encoded Exfleet__Command */
+	size_t len;
+};
+/* Signs n commands for hosts first..first+n-1 (fleet numbering) issued at
+ * issued_ms; 0 or -1 with err. Free with lg_commands_free. */
+int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
+                     unsigned first, unsigned n, int64_t issued_ms, struct lg_command **out,
+                     char *err, size_t errlen);
+/* How long signing one command takes, microseconds (a trial signature). */
+int64_t lg_commands_sign_cost_us(const struct pki_ca *ca, EVP_PKEY *key);
+/* Queues them in the collector's store (o->store) in one transaction, as
+ * exfleetctl would one by one; 0 or -1 with err. */
+int lg_commands_queue(const struct lg_options *o, const struct lg_command *c, unsigned n,
+                      int64_t issued_ms, char *err, size_t errlen);
+void lg_commands_free(struct lg_command *c, unsigned n);
+
+/* api_poll.c: a thread that lists the hosts the collector's API shows as
+ * AFFECTED (every o->poll_ms, page by page), over HTTPS with a viewer
+ * certificate minted from the CA, and reports each of agents
+ * first..first+count-1 once, when first seen. */
+struct lg_poller;
+int lg_poller_start(struct lg_poller **out, const struct lg_options *o, const struct pki_ca *ca,
+                    EVP_PKEY *key, unsigned first, unsigned count, char *err, size_t errlen);
+/* Hands over what was seen since the last call: agent index (fleet
+ * numbering), when the listing that showed it arrived (wall clock, µs), and
+ * the status_since it gave (ms, 0 when absent). */
+typedef void (*lg_seen_cb)(void *arg, unsigned index, int64_t seen_us, int64_t since_ms);
+void lg_poller_drain(struct lg_poller *p, lg_seen_cb cb, void *arg);
+/* Stops the thread and adds its counters to res. */
+void lg_poller_stop(struct lg_poller *p, struct lg_result *res);
 
 #endif

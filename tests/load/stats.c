@@ -1,6 +1,7 @@
 /* Latency histograms and the process's memory, for the report. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "loadgen.h"
 
@@ -80,4 +81,11 @@ void lg_rss(uint64_t *rss_kb, uint64_t *hwm_kb)
 			*hwm_kb = v;
 	}
 	fclose(f);
+}
+
+int64_t lg_wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
