@@ -354,8 +354,8 @@ int ctl_api_post_json(struct ctl_api *api, const char *path, json_t *body, json_
 }
 
 /* A page of a list: limit=page (0: the server's default) from offset.
- * A server whose [api] page_max is below PAGE refuses limit=PAGE: quietly,
- * so that the caller can ask again with the default. */
+ * A server whose [api] page_max is below the limit refuses it: quietly,
+ * so that the caller can ask again with the server's default. */
 static int get_page(struct ctl_api *api, const char *path, size_t page, json_int_t offset,
 		    json_t **out)
 {
@@ -367,12 +367,12 @@ static int get_page(struct ctl_api *api, const char *path, size_t page, json_int
 	else
 		snprintf(text, sizeof(text), "%s%coffset=%lld", path, sep, (long long)offset);
 	int quiet = api->quiet;
-	api->quiet = quiet || page == PAGE;
+	api->quiet = 1;
 	int rc = ctl_api_get(api, text, out);
 	api->quiet = quiet;
-	if (rc != CTL_OK && page == PAGE && strncmp(api->message, "limit:", 6) == 0)
+	if (rc != CTL_OK && page && strncmp(api->message, "limit:", 6) == 0)
 		return CTL_HTTP_MORE; /* ask again with the default */
-	if (rc != CTL_OK && page == PAGE && !quiet)
+	if (rc != CTL_OK && !quiet)
 		fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
 	return rc;
 }
