@@ -20,6 +20,7 @@
 
 #include "agent.h"
 #include "log.h"
+#include "messages.h" /* windows/messages.mc: MSG_EXFLEET_TEXT, "%1" */
 #include "winservice.h"
 
 #define SERVICE_NAME L"exfleet"
@@ -144,7 +145,7 @@ static void event_log(WORD type, const char *text)
 	wchar_t *w = to_wide(text);
 	if (src && w) {
 		const wchar_t *strings[] = {w};
-		ReportEventW(src, type, 0, 1, NULL, 1, 0, strings, NULL);
+		ReportEventW(src, type, 0, MSG_EXFLEET_TEXT, NULL, 1, 0, strings, NULL);
 	}
 	if (src)
 		DeregisterEventSource(src);
@@ -257,6 +258,9 @@ static int cmd_run(int argc, char **argv)
 
 /* ---- install, uninstall ------------------------------------------------------ */
 
+/* The source's messages are in this program (windows/messages.mc), so that
+ * Event Viewer shows the agent's text rather than "the description for
+ * Event ID 1 cannot be found". */
 static void register_event_source(const wchar_t *exe)
 {
 	HKEY key;
@@ -266,9 +270,50 @@ static void register_event_source(const wchar_t *exe)
 		return;
 	}
 	DWORD types = EVENTLOG_ERROR_TYPE | EVENTLOG_WARNING_TYPE | EVENTLOG_INFORMATION_TYPE;
-	RegSetValueExW(key, L"TypesSupported", 0, REG_DWORD, (const BYTE *)&types, sizeof(types));
-	(void)exe;
+	LONG rc = RegSetValueExW(key, L"TypesSupported", 0, REG_DWORD, (const BYTE *)&types,
+				 sizeof(types));
+	if (rc == ERROR_SUCCESS)
+		rc = RegSetValueExW(key, L"EventMessageFile", 0, REG_EXPAND_SZ, (const BYTE *)exe,
+				    (DWORD)((wcslen(exe) + 1) * sizeof(wchar_t)));
+	if (rc != ERROR_SUCCESS)
+		fprintf(stderr, "exfleet-agent: warning: the event source 'exfleet' is incomplete: %s\n",
+			win_error((DWORD)rc));
 	RegCloseKey(key);
+}
+
+/* The recovery actions as the service control manager kept them: 1 when
+ * they are the ones set, 0 when they differ or cannot be read back (Wine
+ * accepts them and keeps nothing). */
+static int failure_actions_kept(SC_HANDLE svc, const SERVICE_FAILURE_ACTIONSW *want, char *seen,
+				size_t seen_len)
+{
+	DWORD needed = 0;
+	BYTE *buf = NULL;
+	int kept = 0;
+	snprintf(seen, seen_len, "none");
+	if (!QueryServiceConfig2W(svc, SERVICE_CONFIG_FAILURE_ACTIONS, NULL, 0, &needed)) {
+		DWORD code = GetLastError();
+		if (code != ERROR_INSUFFICIENT_BUFFER) {
+			snprintf(seen, seen_len, "not readable: %s", win_error(code));
+			return 0;
+		}
+	}
+	if (needed == 0 || !(buf = malloc(needed)))
+		return 0;
+	if (!QueryServiceConfig2W(svc, SERVICE_CONFIG_FAILURE_ACTIONS, buf, needed, &needed)) {
+		snprintf(seen, seen_len, "not readable: %s", win_error(GetLastError()));
+		goto out;
+	}
+	const SERVICE_FAILURE_ACTIONSW *got = (const SERVICE_FAILURE_ACTIONSW *)buf;
+	kept = got->dwResetPeriod == want->dwResetPeriod && got->cActions == want->cActions;
+	for (DWORD i = 0; kept && i < got->cActions; i++)
+		kept = got->lpsaActions[i].Type == want->lpsaActions[i].Type &&
+		       got->lpsaActions[i].Delay == want->lpsaActions[i].Delay;
+	snprintf(seen, seen_len, "%lu action(s), reset after %lu s", (unsigned long)got->cActions,
+		 (unsigned long)got->dwResetPeriod);
+out:
+	free(buf);
+	return kept;
 }
 
 static int cmd_install(int argc, char **argv)
@@ -325,9 +370,19 @@ static int cmd_install(int argc, char **argv)
 			       {SC_ACTION_RESTART, 60000},
 			       {SC_ACTION_RESTART, 300000}};
 	SERVICE_FAILURE_ACTIONSW failure = {86400, NULL, NULL, 3, actions};
+	char seen[300];
 	if (!ChangeServiceConfig2W(svc, SERVICE_CONFIG_FAILURE_ACTIONS, &failure))
 		fprintf(stderr, "exfleet-agent: warning: recovery actions not set: %s\n",
 			win_error(GetLastError()));
+	else if (!failure_actions_kept(svc, &failure, seen, sizeof(seen)))
+		fprintf(stderr,
+			"exfleet-agent: warning: the recovery actions were accepted but read back "
+			"as %s; set them with: sc failure exfleet reset= 86400 "
+			"actions= restart/60000/restart/60000/restart/300000\n",
+			seen);
+	else
+		printf("exfleet-agent: recovery actions read back: restart after 1, 1 and 5 "
+		       "minutes, failures forgotten after a day\n");
 	register_event_source(exe);
 	printf("exfleet-agent: service 'exfleet' installed (LocalSystem, automatic start)\n"
 	       "  start it with: sc start exfleet   (or: net start exfleet)\n");
