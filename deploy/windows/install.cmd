@@ -38,20 +38,30 @@ if not errorlevel 1 (
 for %%d in ("%BIN%" "%DATA%" "%DATA%\keys" "%DATA%\spool" "%DATA%\logs") do (
   if not exist %%d mkdir %%d
 )
-copy /y "%SRC%\exfleet-agent.exe" "%BIN%\" >nul || exit /b 1
-copy /y "%SRC%\agent.ini" "%DATA%\" >nul || exit /b 1
+rem "if errorlevel 1" after each step rather than "||": Wine's cmd passes the
+rem space before "||" on to copy, which then finds no such folder.
+copy /y "%SRC%\exfleet-agent.exe" "%BIN%\" >nul
+if errorlevel 1 exit /b 1
+copy /y "%SRC%\agent.ini" "%DATA%\" >nul
+if errorlevel 1 exit /b 1
 
 rem Keys: SYSTEM and Administrators only. cacls takes account names, which
 rem are English here: on a localized system use the local names instead.
-echo y| cacls "%DATA%\keys" /G SYSTEM:F Administrators:F >nul || (
+echo y| cacls "%DATA%\keys" /G SYSTEM:F Administrators:F >nul
+if errorlevel 1 (
   echo install.cmd: cacls failed on %DATA%\keys
   exit /b 1
 )
-copy /y "%SRC%\ca.crt" "%DATA%\keys\" >nul || exit /b 1
-copy /y "%SRC%\agent.crt" "%DATA%\keys\" >nul || exit /b 1
-copy /y "%SRC%\agent.key" "%DATA%\keys\" >nul || exit /b 1
+copy /y "%SRC%\ca.crt" "%DATA%\keys\" >nul
+if errorlevel 1 exit /b 1
+copy /y "%SRC%\agent.crt" "%DATA%\keys\" >nul
+if errorlevel 1 exit /b 1
+copy /y "%SRC%\agent.key" "%DATA%\keys\" >nul
+if errorlevel 1 exit /b 1
 
-"%BIN%\exfleet-agent.exe" install --config "%DATA%\agent.ini" || exit /b 1
-net start exfleet || exit /b 1
+"%BIN%\exfleet-agent.exe" install --config "%DATA%\agent.ini"
+if errorlevel 1 exit /b 1
+net start exfleet
+if errorlevel 1 exit /b 1
 echo log: %DATA%\logs\agent.log
 endlocal
