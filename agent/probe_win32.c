@@ -620,7 +620,9 @@ static int role_read(struct probe *p, Exfleet__Snapshot *snap, char *err, size_t
 	return 0;
 }
 
-/* Exchange 5.5 service packs by build (KB-documented builds of 5.5). */
+/* Exchange 5.5 service packs by build, as Microsoft lists them: 5.5.1960
+ * RTM, 2232 SP1, 2448 SP2, 2650 SP3, 2653 SP4 (the simulated hosts of
+ * agent/sim_host.c use the same: 2650 is SP3). */
 static uint32_t exchange55_sp(DWORD build)
 {
 	static const struct {

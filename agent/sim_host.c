@@ -313,7 +313,7 @@ struct sim_host *sim_host_new(const char *computer_name, const char *domain, enu
 		return NULL;
 	h->computer_name = strdup(computer_name);
 	h->domain = strdup(domain);
-	h->exchange_version = strdup("5.5.2653");
+	h->exchange_version = strdup("5.5.2650"); /* SP3 */
 	if (!h->computer_name || !h->domain || !h->exchange_version) {
 		sim_host_free(h);
 		return NULL;
@@ -1823,7 +1823,7 @@ uint32_t sim_host_run_installer(struct sim_host *h, const char *path, const char
 	if (!path || !*path)
 		return WIN32_FILE_NOT_FOUND;
 	if (h->exchange_service_pack < 3) {
-		if (replace_string(&h->exchange_version, "5.5.2653") < 0)
+		if (replace_string(&h->exchange_version, "5.5.2650") < 0)
 			return WIN32_NOT_ENOUGH_MEMORY;
 		h->exchange_service_pack = 3;
 	}
