@@ -21,10 +21,12 @@ build: deps
 	@cmake --build build -j $(JOBS)
 
 # Tests run from a clang build with AddressSanitizer and UBSan (and the fuzz
-# harnesses); the gcc build above must also compile without a warning.
-test: build
+# harnesses); the gcc build above must also compile without a warning. The
+# Windows agent is built too: the wine test runs it.
+test: build windows
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON >/dev/null
+		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON \
+		-DEXFLEET_WIN_AGENT=$(CURDIR)/build-win/bin/exfleet-agent.exe >/dev/null
 	@cmake --build build-test -j $(JOBS)
 	@cd build-test && ctest --output-on-failure -j $(JOBS)
 

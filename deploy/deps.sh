@@ -14,6 +14,7 @@ libcmocka-dev libsqlite3-dev sqlite3 libjansson-dev libinih-dev libh2o-dev
 clang libclang-rt-14-dev
 jq
 curl chromium fonts-dejavu-core
+gcc-mingw-w64-x86-64 wine wine64
 "
 
 check_only=0
