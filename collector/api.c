@@ -647,7 +647,7 @@ static int authorize(struct api_request *r, const struct route *route, int post)
 				  "certificate '%s' has role %s; the API serves viewer and "
 				  "operator certificates",
 				  who->name, pki_role_name((enum pki_role)who->role));
-	if (who->via_session && (post || route->access == ACCESS_CERT))
+	if (who->via_session && (post || (route && route->access == ACCESS_CERT)))
 		return api_refuse(r, 403, "forbidden",
 				  "the dashboard only reads; this needs a client certificate "
 				  "(exfleetctl signs and submits commands)");

@@ -1566,6 +1566,10 @@ static void test_signin(void **state)
 		     "certificate");
 	assert_int_equal(submitted.calls, 0);
 	assert_int_equal(imported.calls, 0);
+	/* What does not exist is a 404 for a session too. */
+	expect_error(with_cookie(&w, "GET", "/favicon.ico", cookie), 404, "not_found",
+		     "favicon.ico");
+	expect_error(with_cookie(&w, "POST", "/nothing", cookie), 404, "not_found", NULL);
 	/* A cookie that is not a session is nobody's. */
 	expect_error(with_cookie(&w, "GET", "/api/v1/hosts",
 				 "exfleet_session=BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"),
