@@ -525,6 +525,7 @@ int store_query_waves(struct store_query *q, const struct store_clock *clock,
 	sql_fleet(&b, clock);
 	sql_add(&b, "SELECT wave, MIN(planned_date) AS planned_date, COUNT(*) AS hosts,"
 		    " SUM(promoted_at IS NOT NULL) AS promoted,"
+		    " SUM(promoted_at IS NOT NULL AND status IN ('HEALTHY', 'REPAIRED')) AS done,"
 		    " SUM(connectivity = 'ONLINE') AS online,"
 		    " SUM(connectivity = 'OFFLINE') AS offline,"
 		    " SUM(connectivity = 'NEVER_SEEN') AS never_seen FROM fleet GROUP BY wave");

@@ -98,7 +98,8 @@ int store_query_events(struct store_query *q, const struct store_event_filter *f
 		       size_t errlen);
 
 /* Waves, ordered by name (numbers numerically; hosts with no wave last):
- * wave, planned_date (the plan's earliest), hosts, promoted, by_status
+ * wave, planned_date (the plan's earliest), hosts, promoted, done (promoted
+ * and HEALTHY or REPAIRED, as the wave report counts it), by_status
  * {STATUS: n for every status}, by_connectivity {ONLINE, OFFLINE,
  * NEVER_SEEN: n}. */
 int store_query_waves(struct store_query *q, const struct store_clock *clock,

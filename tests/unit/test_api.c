@@ -940,6 +940,7 @@ static void test_waves(void **state)
 	assert_string_equal(str(w1, "wave"), "1");
 	assert_int_equal(num(w1, "hosts"), 2);
 	assert_int_equal(num(w1, "promoted"), 1);
+	assert_int_equal(num(w1, "done"), 0); /* EXCH02 is healthy but not promoted */
 	assert_int_equal(num(json_object_get(w1, "by_status"), "AFFECTED"), 1);
 	assert_int_equal(num(json_object_get(w1, "by_status"), "HEALTHY"), 1);
 	assert_int_equal(num(json_object_get(w1, "by_status"), "REPAIRED"), 0);
@@ -952,6 +953,16 @@ static void test_waves(void **state)
 	assert_string_equal(str(w3, "wave"), "3");
 	assert_int_equal(num(json_object_get(w3, "by_status"), "AT_RISK"), 1);
 	call_free(c);
+
+	/* Promoted and healthy is done, as the wave report counts it. */
+	sqlite3 *db = db_open();
+	db_exec(db, sqlite3_mprintf("UPDATE hosts SET promoted_at = 1 WHERE host_id = 'EXCH02'"));
+	c = get(&w, "victor", "/api/v1/waves?limit=1");
+	j = ok_json(c, 200);
+	assert_int_equal(num(json_array_get(json_object_get(j, "items"), 0), "done"), 1);
+	call_free(c);
+	db_exec(db, sqlite3_mprintf("UPDATE hosts SET promoted_at = NULL WHERE host_id = 'EXCH02'"));
+	sqlite3_close(db);
 
 	c = get(&w, "victor", "/api/v1/waves?limit=1&offset=1");
 	j = ok_json(c, 200);
