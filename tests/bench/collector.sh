@@ -1,16 +1,19 @@
 #!/bin/sh
 # Collector figures of issue 8, each beside a baseline measured in the same run
 # on this machine: sessions held with RSS and idle CPU per session (1k to 19k),
-# TLS handshakes against openssl s_server, durable events per second against a
-# plain batched SQLite insert, fan-out of a command to every connected agent,
-# storm recovery after kill -9. Real binaries on loopback (127.0.0.0/8 only);
-# every scenario ends by itself and cleans up; see README.md for the method.
+# full and resumed TLS handshakes against openssl s_server, durable events per
+# second against a plain batched SQLite insert, fan-out of a command to every
+# connected agent, storm recovery after kill -9, detection latency of a wave
+# broken at once. Real binaries on loopback (127.0.0.0/8 only); every scenario
+# ends by itself and cleans up; see README.md for the method.
 #
 #   tests/bench/collector.sh [options] [BIN_DIR [RESULTS_JSON]]
 #
 #   --sessions "N..."     session counts held (1000 5000 10000 19000)
 #   --fanout "N..."       of those, where a RESCAN goes to every agent (10000)
+#   --resume "N..."       sessions that reconnect on their tickets, one run each (5000)
 #   --storm "N..."        sessions in the storm, one run each (1000 10000)
+#   --promote "N..."      hosts broken at once, one run each (1000)
 #   --ingest-agents A     agents sending events (300)
 #   --ingest-rates "E..." events/s per agent, one step each, until the
 #                         acknowledged rate stops growing (100 200 400 600 800)
@@ -29,7 +32,9 @@ set -eu
 
 SESSIONS=${BENCH_SESSIONS:-"1000 5000 10000 19000"}
 FANOUT=${BENCH_FANOUT:-"10000"}
+RESUME=${BENCH_RESUME:-"5000"}
 STORM=${BENCH_STORM:-"1000 10000"}
+PROMOTE=${BENCH_PROMOTE:-"1000"}
 INGEST_AGENTS=${BENCH_INGEST_AGENTS:-300}
 INGEST_RATES=${BENCH_INGEST_RATES:-"100 200 400 600 800"}
 INGEST_BATCH=${BENCH_INGEST_BATCH:-100}
@@ -47,14 +52,16 @@ STORM_DOWN_S=${BENCH_STORM_DOWN_S:-1}
 LOADGEN_PROCS=${BENCH_LOADGEN_PROCS:-0} # 0: as few as the open-file limit allows
 
 usage() {
-	sed -n '8,26p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '10,30p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--sessions) SESSIONS=$2; shift ;;
 	--fanout) FANOUT=$2; shift ;;
+	--resume) RESUME=$2; shift ;;
 	--storm) STORM=$2; shift ;;
+	--promote) PROMOTE=$2; shift ;;
 	--ingest-agents) INGEST_AGENTS=$2; shift ;;
 	--ingest-rates) INGEST_RATES=$2; shift ;;
 	--ingest-batch) INGEST_BATCH=$2; shift ;;
@@ -63,7 +70,8 @@ while [ $# -gt 0 ]; do
 	--agent-json) AGENT_JSON=$2; shift ;;
 	--keep) KEEP=$2; shift ;;
 	--quick)
-		SESSIONS="300 1000"; FANOUT="1000"; STORM="300"; INGEST_AGENTS=50
+		SESSIONS="300 1000"; FANOUT="1000"; RESUME="1000"; STORM="300"; PROMOTE="300"
+		INGEST_AGENTS=50
 		INGEST_RATES="200 1000"; INGEST_SECONDS=3; REPEAT=1; STIME_S=2 ;;
 	-h | --help) usage ;;
 	--*) echo "collector.sh: unknown option $1" >&2; usage ;;
@@ -72,7 +80,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 [ $# -le 2 ] || usage
-for n in $SESSIONS $FANOUT $STORM $INGEST_AGENTS $INGEST_RATES $INGEST_BATCH \
+for n in $SESSIONS $FANOUT $RESUME $STORM $PROMOTE $INGEST_AGENTS $INGEST_RATES $INGEST_BATCH \
 	$INGEST_SECONDS $REPEAT; do
 	case $n in '' | *[!0-9]*) echo "collector.sh: '$n' is not a whole number" >&2; exit 2 ;; esac
 done
@@ -192,6 +200,8 @@ key = pki/collector/localhost.key
 crl = pki/crl.pem
 [store]
 path = $db
+[api]
+listen = 127.0.0.1:0
 INI
 		before=$(grep -c "listening for agents\|cannot listen" "$WORK/$name.log" 2>/dev/null || true)
 		logcmd "$B/exfleet-collector" --config "$WORK/$name.ini"
@@ -209,6 +219,7 @@ INI
 		if grep "listening for agents\|cannot listen" "$WORK/$name.log" | tail -n 1 |
 			grep -q "listening for agents"; then
 			PORT=$port
+			API=$(grep -o "HTTPS API for operators on [0-9.:]*" "$WORK/$name.log" | tail -n 1 | awk '{ print $NF }')
 			return 0
 		fi
 		stop_pid "$CPID"
@@ -249,74 +260,37 @@ wait_up() {
 
 # ---- 1 and 5: sessions held, and fan-out ----
 
-# fanout N DB PREFIX: a RESCAN for each of the N connected hosts, queued in one
-# transaction, then time to every result stored. The envelopes are the bytes
-# `exfleetctl queue` makes: one is made for PREFIX00000 (a host that does not
-# exist) in a copy of the store, and each host's is that one with the host id
-# and command id replaced (same lengths, so the protobuf lengths hold).
+# fanout N NAME DB: the loadgen (scenario fanout, armed and waiting) is told
+# to queue a signed RESCAN for each of its N hosts, in one transaction (SIGUSR1),
+# and times each from the commands' issued_at to its result's Ack; the store
+# gives the same from the collector's side (command_results.received_at -
+# commands.issued_at), and the collector's log the deliveries.
 fanout() {
-	n=$1 db=$2 prefix=$3 f=$WORK/fanout-$1
-	sqlite3 "$db" ".timeout 5000" ".backup $f-template.db"
-	tid=$(logged "$B/exfleetctl" queue "${prefix}00000" rescan --expires 1h --store "$f-template.db")
-	tenv=$(sqlite3 "$f-template.db" "SELECT hex(envelope) FROM commands WHERE command_id = '$tid'")
-	rm -f "$f-template.db"*
-	od -An -v -tx1 -N $((16 * n)) /dev/urandom | tr -d ' \n' >"$f.ids"
-	awk -v n="$n" -v prefix="$prefix" -v tenv="$tenv" -v tid="$tid" \
-		-v thost="${prefix}00000" '
-		function hexs(s,   i, h) { h = ""; for (i = 1; i <= length(s); i++) h = h sprintf("%02X", ord[substr(s, i, 1)]); return h }
-		function swap(s, from, to,   k) { k = index(s, from); return k ? substr(s, 1, k - 1) to substr(s, k + length(from)) : "" }
-		BEGIN { for (c = 32; c < 127; c++) ord[sprintf("%c", c)] = c
-			getline ids < ARGV[1]; ARGV[1] = ""
-			print "BEGIN IMMEDIATE;"
-			for (i = 1; i <= n; i++) {
-				host = sprintf("%s%05d", prefix, i); id = substr(ids, (i - 1) * 32 + 1, 32)
-				env = swap(swap(tenv, hexs(tid), hexs(id)), hexs(thost), hexs(host))
-				if (env == "") { print "envelope template mismatch" > "/dev/stderr"; exit 1 }
-				printf "INSERT INTO commands (command_id, host_id, action, issuer, issued_at, expires_at, state, state_since, envelope) VALUES (\047%s\047, \047%s\047, \047RESCAN\047, \047exfleet bench (unsigned)\047, @I@, @E@, \047queued\047, @I@, X\047%s\047);\n", id, host, env
-			}
-			print "COMMIT;"
-		}' "$f.ids" >"$f.sql"
-	issued=$(now_ms)
-	sed -i "s/@I@/$issued/g; s/@E@/$((issued + 3600000))/" "$f.sql"
-	logged sqlite3 "$db" ".timeout 10000" ".read $f.sql"
-	queued=$(now_ms)
-	end=$((issued + FANOUT_TIMEOUT * 1000))
-	got=0
-	while [ "$got" -lt "$n" ] && [ "$(now_ms)" -lt "$end" ]; do
-		got=$(sqlite3 -readonly "$db" ".timeout 2000" \
-			"SELECT COUNT(*) FROM command_results WHERE received_at >= $issued" 2>/dev/null || echo 0)
-		got=${got:-0}
-		[ "$got" -ge "$n" ] || sleep 0.1
-	done
-	all_ms=$(($(now_ms) - issued))
+	n=$1 name=$2 db=$3 f=$WORK/fanout-$1
+	c0=$(cpu_ticks "$CPID")
+	logged kill -USR1 "$LGPID"
+	end=$(($(date +%s) + FANOUT_TIMEOUT))
+	while kill -0 "$LGPID" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.1; done
+	c1=$(cpu_ticks "$CPID")
+	stop_pid "$LGPID"
 	lat=$(sqlite3 -readonly "$db" ".timeout 5000" "
 		CREATE TEMP TABLE l AS SELECT r.received_at - c.issued_at AS ms FROM commands c
 		  JOIN command_results r ON r.command_id = c.command_id AND r.host_id = c.host_id
-		  WHERE c.issued_at = $issued;
+		  WHERE c.issuer = 'exfleet-loadgen';
 		SELECT COUNT(*),
 		  (SELECT ms FROM l ORDER BY ms LIMIT 1 OFFSET max(0, (SELECT (COUNT(*) * 50 + 99) / 100 - 1 FROM l))),
 		  (SELECT ms FROM l ORDER BY ms LIMIT 1 OFFSET max(0, (SELECT (COUNT(*) * 99 + 99) / 100 - 1 FROM l))),
-		  (SELECT max(ms) FROM l), (SELECT min(ms) FROM l)
-		  FROM l;" | tr '|' ' ')
+		  (SELECT max(ms) FROM l) FROM l;" | tr '|' ' ')
 	set -- $lat
-	results=$1 p50=${2:-null} p99=${3:-null} max=${4:-null} min=${5:-null}
-	# Deliveries from the collector's log (UTC times of day, in ms).
-	dl=$(grep " delivered$" "$LOGF" | grep -o 'T[0-9:.]*Z' | awk -F'[T:Z]' -v t="$issued" '
-		BEGIN { day = t % 86400000 }
-		{ ms = ($2 * 3600 + $3 * 60 + $4) * 1000 - day; if (ms < -43200000) ms += 86400000
-		  if (ms < -1000) next; n++; if (n == 1 || ms < lo) lo = ms; if (n == 1 || ms > hi) hi = ms }
-		END { printf "%d %s %s\n", n, n ? lo : "null", n ? hi : "null" }')
-	set -- $dl
-	jq -n --argjson agents "$n" --argjson results "$results" --argjson p50 "$p50" \
-		--argjson p99 "$p99" --argjson max "$max" --argjson min "$min" \
-		--argjson all_ms "$all_ms" --argjson insert_ms "$((queued - issued))" \
-		--argjson delivered "$1" --argjson first_delivery_ms "$2" --argjson last_delivery_ms "$3" \
-		'{agents: $agents, results_stored: $results, insert_ms: $insert_ms,
-		  result_latency_ms: {p50: $p50, p99: $p99, max: $max, min: $min},
-		  all_results_stored_ms: $all_ms, delivered_logged: $delivered,
-		  first_delivery_ms: $first_delivery_ms, last_delivery_ms: $last_delivery_ms,
-		  poll_interval_ms: 1000}' >"$f.json"
-	rm -f "$f.sql" "$f.ids"
+	jq --argjson agents "$n" --argjson stored "${1:-0}" --argjson p50 "${2:-null}" \
+		--argjson p99 "${3:-null}" --argjson max "${4:-null}" \
+		--argjson cpu "$(awk -v a="$c0" -v b="$c1" -v t="$TCK" 'BEGIN { print (b - a) / t }')" \
+		--argjson delivered "$(grep -c " delivered$" "$LOGF" || true)" '
+		{agents: $agents, goal_met, loadgen: .fanout,
+		 store: {results_stored: $stored, result_stored_ms: {p50: $p50, p99: $p99, max: $max}},
+		 delivered_logged: $delivered, collector_cpu_s: $cpu}' \
+		"$WORK/$name.json" >"$f.json" 2>/dev/null ||
+		jq -n --argjson n "$n" '{agents: $n, error: "no loadgen report"}' >"$f.json"
 }
 
 sessions_run() {
@@ -333,8 +307,16 @@ sessions_run() {
 	for m in $FANOUT; do [ "$m" = "$n" ] && do_fanout=1; done
 	hold=$((SETTLE_S + HEARTBEAT_S + 5 + do_fanout * (FANOUT_TIMEOUT + 5)))
 	t0=$(now_ms)
-	lg_start --agents "$n" --procs "$(procs_for "$n")" --prefix S --scenario connect --hold "$hold" \
-		--deadline $((CONNECT_DEADLINE + hold)) --json "$WORK/$name.json" 2>"$WORK/$name.err"
+	if [ $do_fanout = 1 ]; then
+		# Armed once all are up; the commands wait for SIGUSR1 (fanout below).
+		lg_start --agents "$n" --procs "$(procs_for "$n")" --prefix S --scenario fanout \
+			--store "$db" --issue-after 86400 --deadline $((CONNECT_DEADLINE + hold)) \
+			--json "$WORK/$name.json" 2>"$WORK/$name.err"
+	else
+		lg_start --agents "$n" --procs "$(procs_for "$n")" --prefix S --scenario connect \
+			--hold "$hold" --deadline $((CONNECT_DEADLINE + hold)) --json "$WORK/$name.json" \
+			2>"$WORK/$name.err"
+	fi
 	up=true
 	wait_up "$WORK/$name.err" "$n" "$LGPID" $((CONNECT_DEADLINE + 30)) || up=false
 	t_up=$(now_ms)
@@ -346,7 +328,7 @@ sessions_run() {
 		sleep "$HEARTBEAT_S"
 		cpu3=$(cpu_ticks "$CPID") rss_idle=$(status_kib "$CPID" VmRSS)
 		cpu_idle=$((cpu3 - cpu2))
-		[ $do_fanout = 1 ] && fanout "$n" "$db" S
+		[ $do_fanout = 1 ] && fanout "$n" "$name" "$db"
 	else
 		note "sessions $n: not all up within $((CONNECT_DEADLINE + 30)) s: $(tail -n 1 "$WORK/$name.err")"
 	fi
@@ -376,50 +358,75 @@ sessions_run() {
 
 # ---- 2: the TLS handshake baseline ----
 
-handshake_baseline() {
-	"$B/exfleetctl" pki issue agent BENCHTLS --dir "$WORK/pki" >/dev/null
+# stime_runs KIND SERVER_ARGS -- CLIENT_ARGS: openssl s_server as the collector
+# (TLS 1.3 only, client certificate required and checked against the CA and
+# CRL) with SERVER_ARGS, and STIME_CLIENTS s_time clients with CLIENT_ARGS,
+# REPEAT times; writes $WORK/stime-KIND.json (the medians).
+stime_runs() {
+	kind=$1
+	shift
+	sargs="" cargs="" in_client=0
+	for a in "$@"; do
+		if [ "$a" = -- ]; then in_client=1; elif [ $in_client = 1 ]; then cargs="$cargs $a"; else sargs="$sargs $a"; fi
+	done
 	for try in 1 2 3 4 5; do
 		sport=$(($(od -An -N2 -tu2 /dev/urandom) % 12000 + 20000))
 		listening "$sport" || break
 	done
-	# As the collector: TLS 1.3 only, client certificate required and checked
-	# against the CA and CRL, no session tickets.
 	set -- -accept "127.0.0.1:$sport" -cert "$WORK/pki/collector/localhost.crt" \
 		-key "$WORK/pki/collector/localhost.key" -CAfile "$WORK/pki/ca.crt" -Verify 1 \
-		-verify_return_error -CRL "$WORK/pki/crl.pem" -crl_check -tls1_3 -num_tickets 0 -quiet
+		-verify_return_error -CRL "$WORK/pki/crl.pem" -crl_check -tls1_3 -quiet $sargs
 	logcmd openssl s_server "$@"
-	openssl s_server "$@" >/dev/null 2>"$WORK/s_server.err" &
+	openssl s_server "$@" >/dev/null 2>"$WORK/s_server-$kind.err" &
 	SPID=$!
 	PIDS="$PIDS $SPID"
 	i=0
 	while ! listening "$sport" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-	: >"$WORK/stime.runs"
+	: >"$WORK/stime-$kind.runs"
 	for r in $(seq "$REPEAT"); do
 		c0=$(cpu_ticks "$SPID") t0=$(date +%s.%N)
-		set -- -connect "127.0.0.1:$sport" -new -time "$STIME_S" -tls1_3 \
+		set -- -connect "127.0.0.1:$sport" -time "$STIME_S" -tls1_3 \
 			-cert "$WORK/pki/agent/BENCHTLS.crt" -key "$WORK/pki/agent/BENCHTLS.key" \
-			-CAfile "$WORK/pki/ca.crt"
+			-CAfile "$WORK/pki/ca.crt" $cargs
 		clients=""
 		for k in $(seq "$STIME_CLIENTS"); do
 			logcmd openssl s_time "$@"
-			timeout $((STIME_S + 20)) openssl s_time "$@" >"$WORK/stime.$k.out" 2>&1 &
+			timeout $((STIME_S + 20)) openssl s_time "$@" >"$WORK/stime-$kind.$k.out" 2>&1 &
 			clients="$clients $!"
 		done
 		for p in $clients; do wait "$p" || true; done
 		t1=$(date +%s.%N) c1=$(cpu_ticks "$SPID")
-		conns=$(cat "$WORK"/stime.*.out | awk '/connections in .* real seconds/ { s += $1 } END { print s + 0 }')
-		awk -v c="$conns" -v a="$t0" -v b="$t1" -v t="$((c1 - c0))" -v tck="$TCK" \
-			'BEGIN { printf "%.1f %.4f %d\n", c / (b - a), c ? t / tck * 1000 / c : 0, c }' >>"$WORK/stime.runs"
+		# s_time prints a letter per connection: "r" when it resumed.
+		conns=$(cat "$WORK"/stime-$kind.*.out | awk '/connections in .* real seconds/ { s += $1 } END { print s + 0 }')
+		reused=$(cat "$WORK"/stime-$kind.*.out | tr -cd r | wc -c)
+		awk -v c="$conns" -v a="$t0" -v b="$t1" -v t="$((c1 - c0))" -v tck="$TCK" -v r="$reused" \
+			'BEGIN { printf "%.1f %.4f %d %d\n", c / (b - a), c ? t / tck * 1000 / c : 0, c, r }' >>"$WORK/stime-$kind.runs"
 	done
 	stop_pid "$SPID"
-	rate=$(cut -d' ' -f1 "$WORK/stime.runs" | median)
-	cpu=$(cut -d' ' -f2 "$WORK/stime.runs" | median)
+	rate=$(cut -d' ' -f1 "$WORK/stime-$kind.runs" | median)
+	cpu=$(cut -d' ' -f2 "$WORK/stime-$kind.runs" | median)
 	jq -n --argjson rate "$rate" --argjson cpu "$cpu" --argjson clients "$STIME_CLIENTS" \
-		--argjson secs "$STIME_S" --arg runs "$(cat "$WORK/stime.runs")" --arg v "$(openssl version)" \
-		'{tool: "openssl s_server + s_time -new -tls1_3", openssl: $v, clients: $clients,
+		--argjson secs "$STIME_S" --arg runs "$(cat "$WORK/stime-$kind.runs")" --arg v "$(openssl version)" \
+		--arg server "$sargs" --arg client "$cargs" \
+		'{tool: "openssl s_server \($server) + s_time \($client) -tls1_3", openssl: $v, clients: $clients,
 		  seconds_per_run: $secs, handshakes_per_second: $rate, server_cpu_ms_per_handshake: $cpu,
 		  runs: ($runs | split("\n") | map(split(" ") | {per_second: (.[0] | tonumber),
-		    server_cpu_ms: (.[1] | tonumber), handshakes: (.[2] | tonumber)}))}' >"$WORK/handshake.json"
+		    server_cpu_ms: (.[1] | tonumber), handshakes: (.[2] | tonumber),
+		    resumed: (.[3] | tonumber)}))}' >"$WORK/stime-$kind.json"
+}
+
+handshake_baseline() {
+	"$B/exfleetctl" pki issue agent BENCHTLS --dir "$WORK/pki" >/dev/null
+	# Full: no tickets, every connection new.
+	stime_runs full -num_tickets 0 -- -new
+	# Resumed: one ticket per session, as the collector; s_time reads the
+	# ticket only when it reads a response, so the server answers each
+	# connection with its -www status page (a few kB: a cost on both sides
+	# that the collector's Welcome does not have).
+	stime_runs resumed -num_tickets 1 -www -- -reuse -www /
+	jq -s '{full: .[0], resumed: .[1], handshakes_per_second: .[0].handshakes_per_second,
+		server_cpu_ms_per_handshake: .[0].server_cpu_ms_per_handshake}' \
+		"$WORK/stime-full.json" "$WORK/stime-resumed.json" >"$WORK/handshake.json"
 }
 
 # ---- 3: durable ingest, and its baseline ----
@@ -488,6 +495,65 @@ ingest_run() {
 		   rows_per_second: ($base | map(.rows_per_second) | sort |
 		     if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end)}}' \
 		"$WORK/ingest.steps" >"$WORK/ingest.json"
+}
+
+# ---- resumed handshakes ----
+
+# resume_run N: N agents come up (full handshakes), then every one closes
+# its session and reconnects offering its ticket (the loadgen's second
+# ramp, at the same --inflight). Collector CPU per session set-up in each.
+resume_run() {
+	n=$1 name=resume-$1 db=$WORK/resume-$1.db
+	if [ "$n" -gt "$PER_PROC" ]; then
+		note "resume $n: more than one collector process can hold; skipped"
+		return 0
+	fi
+	start_collector "$name" "$db" || return 1
+	LOGF=$WORK/$name.log
+	c0=$(cpu_ticks "$CPID")
+	lg_start --agents "$n" --procs "$(procs_for "$n")" --prefix R --scenario resume \
+		--deadline $((CONNECT_DEADLINE * 2)) --json "$WORK/$name.json" 2>"$WORK/$name.err"
+	end=$(($(date +%s) + CONNECT_DEADLINE * 2 + 30))
+	while ! grep -q "resume: armed" "$WORK/$name.err"; do
+		if ! kill -0 "$LGPID" 2>/dev/null || [ "$(date +%s)" -ge "$end" ]; then break; fi
+		sleep 0.05
+	done
+	c1=$(cpu_ticks "$CPID")
+	while kill -0 "$LGPID" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.1; done
+	c2=$(cpu_ticks "$CPID")
+	stop_pid "$LGPID"
+	stop_pid "$CPID"
+	rm -f "$db"*
+	jq --argjson n "$n" --argjson full "$((c1 - c0))" --argjson resumed "$((c2 - c1))" \
+		--argjson tck "$TCK" '
+		{sessions: $n, goal_met, full_per_second: .handshakes.per_second_ramp,
+		 time_to_all_welcomed_s, resume,
+		 cpu_ms_per_session_full: ($full / $tck * 1000 / $n),
+		 cpu_ms_per_session_resumed: ($resumed / $tck * 1000 / $n),
+		 welcome_latency_ms, failures}' "$WORK/$name.json" >"$WORK/$name.result.json" 2>/dev/null ||
+		jq -n --argjson n "$n" '{sessions: $n, error: "no loadgen report"}' >"$WORK/$name.result.json"
+}
+
+# ---- detection ----
+
+# promote_run N: N hosts at risk, promoted at once; each timed from its
+# auth-error events' send to the API listing it AFFECTED (polled every
+# 100 ms with a viewer certificate), and to the status_since it shows.
+promote_run() {
+	n=$1 name=promote-$1 db=$WORK/promote-$1.db
+	start_collector "$name" "$db" || return 1
+	LOGF=$WORK/$name.log
+	lg --agents "$n" --procs "$(procs_for "$n")" --prefix P --scenario promote --api "$API" \
+		--issue-after 2 --deadline $((CONNECT_DEADLINE + 60)) --json "$WORK/$name.json" \
+		2>"$WORK/$name.err" || true
+	stop_pid "$CPID"
+	stored=$(sqlite3 -readonly "$db" ".timeout 5000" \
+		"SELECT COUNT(*) FROM hosts WHERE status = 'AFFECTED'" 2>/dev/null || echo null)
+	rm -f "$db"*
+	jq --argjson n "$n" --argjson stored "$stored" '
+		{hosts: $n, goal_met, promote, affected_in_store: $stored,
+		 time_to_all_welcomed_s}' "$WORK/$name.json" >"$WORK/$name.result.json" 2>/dev/null ||
+		jq -n --argjson n "$n" '{hosts: $n, error: "no loadgen report"}' >"$WORK/$name.result.json"
 }
 
 # ---- 4: storm ----
@@ -564,11 +630,19 @@ for n in $SESSIONS; do
 done
 say "handshakes: openssl s_server baseline"
 handshake_baseline || note "handshakes: the s_server baseline could not run"
+for n in $RESUME; do
+	say "resumed handshakes: $n"
+	resume_run "$n" || note "resume $n: could not run"
+done
 say "durable ingest: $INGEST_AGENTS agents, batches of $INGEST_BATCH"
 ingest_run || note "ingest: no step completed"
 for n in $STORM; do
 	say "storm: $n"
 	storm_run "$n" || note "storm $n: could not run"
+done
+for n in $PROMOTE; do
+	say "detection: $n hosts promoted at once"
+	promote_run "$n" || note "promote $n: could not run"
 done
 
 # ---- the table ----
@@ -608,8 +682,20 @@ cpu_c=$(jq '[.[] | select(.all_up) | .cpu_ms_per_session_setup] | sort | if leng
 cpu_s=$(jq '.server_cpu_ms_per_handshake // null' "$WORK/handshake.json")
 row handshake_cpu "server CPU per session set-up (TLS+Hello+snapshot), median" "$(calc "$cpu_c" 3)" \
 	"ms" "$cpu_s" "s_server CPU per TLS handshake" "$(ratio "$cpu_s" "$cpu_c")" "vs baseline" null
-row handshakes_resumed "resumed TLS handshakes/s" null "/s" null "" null "vs baseline" null
-note "resumed handshakes: not measured: the collector issues no session tickets (num_tickets 0) and exfleet-loadgen makes full handshakes only"
+sr=$(jq '.resumed.handshakes_per_second // null' "$WORK/handshake.json" 2>/dev/null || echo null)
+sr_cpu=$(jq '.resumed.server_cpu_ms_per_handshake // null' "$WORK/handshake.json" 2>/dev/null || echo null)
+for f in "$WORK"/resume-*.result.json; do
+	[ -f "$f" ] || continue
+	n=$(jq .sessions "$f")
+	rr=$(jq '.resume.handshakes_per_second // null' "$f")
+	row "handshakes_resumed_$n" "resumed TLS handshakes/s, $n reconnecting ($(jq '.resume.resumed // 0' "$f") of $n resumed; full: $(calc "$(jq '.full_per_second // null' "$f")" 0)/s)" \
+		"$(calc "$rr" 0)" "/s" "$sr" "openssl s_server tickets, $STIME_CLIENTS s_time -reuse -www" \
+		"$(ratio "$rr" "$sr")" "vs baseline" null
+	rc=$(jq '.cpu_ms_per_session_resumed // null' "$f")
+	row "handshake_cpu_resumed_$n" "  server CPU per resumed session set-up (full: $(calc "$(jq '.cpu_ms_per_session_full // null' "$f")" 3) ms)" \
+		"$(calc "$rc" 3)" ms "$sr_cpu" "s_server CPU per resumed handshake (+ its -www page)" \
+		"$(ratio "$sr_cpu" "$rc")" "vs baseline" null
+done
 wl=$(echo "$big" | jq -r '"\(.loadgen.welcome_latency_ms.p50 // "null") \(.loadgen.welcome_latency_ms.p99 // "null")"')
 set -- $wl
 row welcome_p50 "connect to Welcome p50, ramp to $(echo "$big" | jq '.sessions // 0')" "$(calc "$1" 1)" ms null "" null "" null
@@ -635,17 +721,19 @@ for f in "$WORK"/fanout-*.json; do
 	[ -f "$f" ] || continue
 	n=$(jq .agents "$f")
 	for p in p50 p99 max; do
-		v=$(jq ".result_latency_ms.$p" "$f")
+		v=$(jq ".loadgen.result_acked_ms.$p // null" "$f")
 		tgt="" met=null
 		[ $p = p99 ] && tgt="< 1000 ms" && met=$(bool "$v < 1000")
-		row "fanout_${p}_$n" "fan-out to $n agents, result $p (queued -> stored)" "$v" ms \
-			"$n" "agents" "$(ratio "$(jq .results_stored "$f")" "$n")" "$tgt" "$met"
+		row "fanout_${p}_$n" "fan-out to $n agents, result $p (issued_at -> result acknowledged)" "$(calc "$v" 1)" ms \
+			"$n" "agents (ratio: results acknowledged / agents)" \
+			"$(ratio "$(jq '.loadgen.results_acked // null' "$f")" "$n")" "$tgt" "$met"
 	done
-	row "fanout_poll_$n" "  first delivery (the insert took $(jq .insert_ms "$f") ms, then the 1 s store poll)" \
-		"$(jq .first_delivery_ms "$f")" ms null "" null "<= insert + 1000" null
-	row "fanout_after_$n" "  result p99 counted from the first delivery" \
-		"$(jq '.result_latency_ms.p99 - .first_delivery_ms' "$f")" ms null "" null "" null
-	row "fanout_all_$n" "  all $n results stored after" "$(jq .all_results_stored_ms "$f")" ms null "" null "" null
+	row "fanout_delivery_$n" "  command received p99 (issued_at -> agent; queued in one transaction after $(jq '.loadgen.queue_committed_after_ms // null' "$f") ms)" \
+		"$(calc "$(jq '.loadgen.delivery_ms.p99 // null' "$f")" 1)" ms null "" null "" null
+	row "fanout_store_$n" "  result stored p99 (store: received_at - issued_at, ms clock)" \
+		"$(jq '.store.result_stored_ms.p99 // null' "$f")" ms null "" null "" null
+	row "fanout_all_$n" "  all $n results acknowledged after (collector CPU $(calc "$(jq '.collector_cpu_s // null' "$f")" 2) s)" \
+		"$(jq '.loadgen.all_results_acked_after_ms // null' "$f")" ms null "" null "" null
 done
 for f in "$WORK"/storm-*.result.json; do
 	[ -f "$f" ] || continue
@@ -653,14 +741,30 @@ for f in "$WORK"/storm-*.result.json; do
 	rec=$(jq '.storm.recovery_s // null' "$f")
 	row "storm_recovery_$n" "storm: $n back and acknowledged after kill -9" "$(calc "$rec" 2)" s null "" null \
 		"<= 20 s, none lost" "$(bool "$rec <= 20 && $(jq '.storm.recovered // 0' "$f") == $n")"
+	row "storm_resumed_$n" "  handshakes that resumed (of $(jq '.loadgen.handshakes.tls_completed // null' "$f") in the run, $n of them the first ramp's)" \
+		"$(jq '.loadgen.handshakes.resumed // null' "$f")" "" null "" null "" null
 	row "storm_rss_$n" "  collector peak RSS after restart (VmHWM)" \
 		"$(jq .collector_rss_kib.peak_after_restart "$f")" KiB "$(jq .collector_rss_kib.before_kill "$f")" \
 		"RSS with all up before the kill" \
 		"$(ratio "$(jq .collector_rss_kib.peak_after_restart "$f")" "$(jq .collector_rss_kib.before_kill "$f")")" \
 		"bounded" null
 done
-row detection_p99 "detection latency p99 (auth-error event -> status)" null ms null "" null "< 1000 ms" null
-note "detection latency: not measured: exfleet-loadgen has no promote scenario yet"
+for f in "$WORK"/promote-*.result.json; do
+	[ -f "$f" ] || continue
+	n=$(jq .hosts "$f")
+	for p in p50 p99 max; do
+		v=$(jq ".promote.detection_seen_ms.$p // null" "$f")
+		tgt="" met=null
+		[ $p = p99 ] && tgt="< 1000 ms" && met=$(bool "$v < 1000")
+		row "detection_${p}_$n" "detection $p, $n hosts at once (auth-error event sent -> API lists it AFFECTED)" \
+			"$(calc "$v" 1)" ms "$n" "hosts (ratio: listed / hosts)" \
+			"$(ratio "$(jq '.promote.detected // null' "$f")" "$n")" "$tgt" "$met"
+	done
+	row "detection_recorded_p99_$n" "  to the status_since the API gives, p99 (polled every $(jq '.promote.poll_ms // null' "$f") ms)" \
+		"$(calc "$(jq '.promote.detection_recorded_ms.p99 // null' "$f")" 1)" ms null "" null "" null
+	row "detection_all_$n" "  all $n listed after the burst" "$(jq '.promote.all_detected_after_ms // null' "$f")" ms \
+		null "" null "" null
+done
 if [ -n "$AGENT_JSON" ] && [ -f "$AGENT_JSON" ]; then
 	a() { jq ".$1 // null" "$AGENT_JSON"; }
 	row agent_rss_idle "agent RSS idle" "$(a agent_rss_idle_kib)" KiB null "" null "< 8192 KiB" \
@@ -708,12 +812,15 @@ if [ -n "$OUT" ]; then
 		--slurpfile handshake "$WORK/handshake.json" \
 		--argjson ingest "$(cat "$WORK/ingest.json" 2>/dev/null || echo null)" \
 		--argjson fanout "$(slurp "$WORK"/fanout-*.json)" \
+		--argjson resume "$(slurp "$WORK"/resume-*.result.json)" \
+		--argjson promote "$(slurp "$WORK"/promote-*.result.json)" \
 		--argjson storm "$(slurp "$WORK"/storm-*.result.json)" \
 		--argjson agent "$(cat "$AGENT_JSON" 2>/dev/null || echo null)" \
 		--arg notes "$(cat "$WORK/notes.txt")" --arg commands "$(cat "$WORK/commands.txt")" \
 		--arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson secs "$(($(date +%s) - RUN_START))" '
 		{date: $date, seconds: $secs, machine: $machine, table: $rows, sessions: $sessions[0],
-		 handshake: $handshake[0], ingest: $ingest, fanout: $fanout, storm: $storm, agent: $agent,
+		 handshake: $handshake[0], resume: $resume, ingest: $ingest, fanout: $fanout,
+		 storm: $storm, promote: $promote, agent: $agent,
 		 notes: ($notes | split("\n") | map(select(length > 0))),
 		 commands: ($commands | split("\n") | map(select(length > 0)))}' >"$OUT"
 	echo "results: $OUT"
