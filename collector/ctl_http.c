@@ -297,7 +297,8 @@ int ctl_http_parse(const char *buf, size_t len, int eof, size_t max_body,
 	const char *from = h.body;
 	size_t n = 0;
 	const char *after;
-	if (h.status == 204 || h.status == 304) {
+	int no_body = h.status == 204 || h.status == 304;
+	if (no_body) {
 		n = 0;
 	} else if (h.chunked) {
 		int rc = walk_chunks(from, end, eof, max_body, NULL, &n, &after, err, errlen);
@@ -321,7 +322,7 @@ int ctl_http_parse(const char *buf, size_t len, int eof, size_t max_body,
 	r->body = malloc(n + 1);
 	if (!r->body)
 		return fail(err, errlen, "out of memory for a body of %zu bytes", n);
-	if (h.chunked)
+	if (h.chunked && !no_body)
 		walk_chunks(from, end, 1, max_body, r->body, &n, &after, err, errlen);
 	else
 		memcpy(r->body, from, n);

@@ -74,6 +74,12 @@ static void content_length(void **state)
 	ctl_http_response_free(&r);
 	/* Bare LF line ends, no reason phrase, an empty body. */
 	expect_complete("HTTP/1.0 204\nContent-Length: 0\n\n", 204, "", 0);
+	/* 204 and 304 have no body, whatever the headers say. */
+	text = "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"
+	       "5\r\nhello\r\n0\r\n\r\n";
+	assert_int_equal(parse(text, strlen(text), 0, &r, err), 0);
+	assert_int_equal(r.len, 0);
+	ctl_http_response_free(&r);
 	/* A body with a NUL in it keeps its length. */
 	expect_complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\na\0b", 200, "a\0b", 3);
 }
