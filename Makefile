@@ -1,7 +1,8 @@
 # Thin wrapper: CMake does the building. See README.md.
 #   make          build into build/ (binaries in build/bin/)
 #   make test     install what is missing, sanitizer build, every test (ctest)
-#   make demo     install what is missing, build, run the demo
+#   make demo     install what is missing, build, run the demo (KEEP=1: leave
+#                 its collector running for the dashboard until Ctrl-C)
 #   make fuzz     longer fuzz runs (clang)
 #   make bench    the benchmarks, with the release build (build/bench/*.json)
 #   make windows  the Windows agent, cross-built: build-win/bin/exfleet-agent.exe
@@ -31,7 +32,7 @@ test: build windows
 	@cd build-test && ctest --output-on-failure -j $(JOBS)
 
 demo: build
-	@sh deploy/demo.sh build/bin
+	@sh deploy/demo.sh build/bin $(if $(KEEP),--keep)
 
 fuzz: deps
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

@@ -5,7 +5,10 @@
 # Q255269) and its POP3/IMAP users try to log on; the demo shows each host's
 # status change, with its evidence, as the collector classifies it.
 #
-#   deploy/demo.sh BIN_DIR          (make demo runs it with build/bin)
+#   deploy/demo.sh BIN_DIR [--keep]   (make demo runs it with build/bin;
+#                                      make demo KEEP=1 adds --keep)
+# --keep leaves the collector and agents running at the end, with a sign-in
+# link for the dashboard, until Ctrl-C.
 # Environment: EXFLEET_DEMO_DIR (default /tmp/exfleet-demo), EXFLEET_DEMO_HOSTS
 # (default 50), EXFLEET_DEMO_WAVES (default 3), EXFLEET_DEMO_PORT (default 17443,
 # for agents; the collector's HTTPS API, which exfleetctl uses, is on the next
@@ -13,6 +16,12 @@
 set -eu
 
 bin=$(cd "${1:-build/bin}" && pwd)
+keep=0
+case "${2:-}" in
+--keep) keep=1 ;;
+"") ;;
+*) echo "usage: deploy/demo.sh BIN_DIR [--keep]" >&2; exit 2 ;;
+esac
 dir=${EXFLEET_DEMO_DIR:-/tmp/exfleet-demo}
 hosts=${EXFLEET_DEMO_HOSTS:-50}
 waves=${EXFLEET_DEMO_WAVES:-3}
@@ -30,7 +39,9 @@ trap cleanup EXIT INT TERM
 say() { printf '\n== %s\n' "$*"; }
 # exfleetctl talks to the collector's API as operator 'admin' (see ctl.ini below).
 ctl() { "$bin/exfleetctl" "$@" --config "$dir/ctl.ini"; }
-count() { sqlite3 -readonly "$dir/collector.db" "$1" 2>/dev/null || echo 0; }
+# The fleet as the API shows it (exfleetctl hosts --json), through a jq filter.
+fleet() { ctl hosts --json 2>/dev/null | jq -r "$1" 2>/dev/null || true; }
+by_status() { fleet 'group_by(.status)[] | "  \(.[0].status): \(length)"'; }
 # Prints the collector's status changes logged since line $1 of its log.
 changes() {
 	tail -n "+$1" "$dir/logs/collector.log" | grep ' status: ' |
@@ -64,12 +75,12 @@ for ini in "$dir"/agents/*.ini; do
 	pids="$pids $!"
 done
 end=$(($(date +%s) + 30))
-while [ "$(count "SELECT COUNT(*) FROM hosts WHERE status IS NOT NULL")" -lt "$hosts" ]; do
+while [ "$(fleet '[.[] | select(.status != null)] | length')" != "$hosts" ]; do
 	[ "$(date +%s)" -ge "$end" ] && break
 	sleep 0.5
 done
-echo "$(count "SELECT COUNT(*) FROM hosts") of $hosts hosts reported; before the migration:"
-count "SELECT '  ' || status || ': ' || COUNT(*) FROM hosts GROUP BY status ORDER BY status"
+echo "$(fleet 'length') of $hosts hosts reported; before the migration:"
+by_status
 
 wave1=$(awk -F, 'NR > 1 && $2 == 1 { print $1 }' "$dir/waves.csv")
 n1=$(echo "$wave1" | wc -w)
@@ -84,8 +95,7 @@ echo "promoted: $(echo $wave1)"
 say "What the collector saw, as it happened"
 end=$(($(date +%s) + 20))
 while :; do
-	left=$(count "SELECT COUNT(*) FROM hosts WHERE host_id IN ($(echo "$wave1" |
-		sed "s/.*/'&'/" | paste -sd, -)) AND (role IS NULL OR role < 5)")
+	left=$(fleet '[.[] | select(.wave == "1" and .promoted_at == null)] | length')
 	[ "$left" = 0 ] && break
 	[ "$(date +%s)" -ge "$end" ] && break
 	sleep 0.5
@@ -96,7 +106,7 @@ changes "$mark"
 say "The fleet now (exfleetctl hosts)"
 ctl hosts | cut -c1-150
 echo
-count "SELECT '  ' || status || ': ' || COUNT(*) FROM hosts GROUP BY status ORDER BY status"
+by_status
 
 first=$(echo "$wave1" | head -n 1)
 say "One host in detail (exfleetctl host $first)"
@@ -115,9 +125,24 @@ say "The wave report after the repair"
 ctl report waves | sed -n '1,/^Hosts that need attention/p' | grep -v '^Hosts that need' | cut -c1-150
 ctl report waves --format html --output "$dir/wave-report.html"
 
+if [ "$keep" = 1 ]; then
+	say "The dashboard (exfleetctl dashboard): the collector runs until Ctrl-C"
+	ctl dashboard
+	echo "Your browser will not know the demo's private CA ($dir/pki/ca.crt):"
+	echo "import it, or accept the warning for this demo. From another machine:"
+	echo "  ssh -L $api_port:127.0.0.1:$api_port THIS-HOST, then open the link there."
+	echo "Another link: $bin/exfleetctl dashboard --config $dir/ctl.ini"
+	echo "The wave report, as a page to mail or print: $dir/wave-report.html"
+	echo "Press Ctrl-C to stop the collector and the $hosts agents."
+	trap 'cleanup; echo; echo "Stopped. Data, configurations and logs are in $dir"; exit 0' INT TERM
+	while :; do sleep 1; done
+fi
+
 cleanup
 pids=""
 say "Done. Data, configurations and logs are in $dir"
 echo "The wave report, as a page to mail or print: $dir/wave-report.html"
+echo "The dashboard: run 'make demo KEEP=1' (deploy/demo.sh $1 --keep) to keep this"
+echo "collector running at the end, with a sign-in link, until Ctrl-C."
 echo "Look again: start $bin/exfleet-collector --config $dir/collector.ini, then"
 echo "  $bin/exfleetctl hosts --config $dir/ctl.ini"
