@@ -91,6 +91,7 @@ struct agent_session {
 	uv_timer_t timer;         /* backoff delay, Welcome deadline, heartbeat tick */
 	struct backoff backoff;
 	uint64_t retry_after_ms;  /* from the last Welcome; 0 when none */
+	int64_t down_since_ms;    /* the first failure since the last Welcome, 0: none */
 	uint64_t heartbeat_ms;
 	int64_t last_rx_ms, last_tx_ms;
 	uint64_t welcomes;        /* sessions the collector accepted */

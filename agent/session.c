@@ -6,7 +6,9 @@
  *
  * Every failure ends in BACKOFF, with a delay drawn by exponential backoff
  * with full jitter (or the collector's retry_after), so a fleet reconnecting
- * after a collector restart spreads out instead of stampeding. */
+ * after a collector restart spreads out instead of stampeding; the delay's
+ * ceiling never exceeds the time since the collector was last reachable, so
+ * a short outage costs a short wait. */
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +22,7 @@
 #include "wire.h"
 
 #define WELCOME_TIMEOUT_MS 30000
+#define SESSION_HANDSHAKE_TIMEOUT_MS 30000
 #define SILENT_HEARTBEATS 3
 /* Records sent and not yet acknowledged, at most; and events per batch. */
 #define SEND_WINDOW 8192
@@ -51,11 +54,27 @@ static void backoff_timer_cb(uv_timer_t *t)
 	session_connect(t->data);
 }
 
+/* Full jitter under the exponential ceiling, scaled down to at most the
+ * time the collector has been out of reach (and at least the first
+ * ceiling). Doubling per attempt alone lets quick failures during a
+ * one-second restart push the unluckiest of thousands of agents to 8 or
+ * 16 s; bounded by the outage, all are back within about twice it. */
+static uint64_t reconnect_delay(struct backoff *b, uint64_t down_ms)
+{
+	uint64_t ceiling = backoff_ceiling(b);
+	uint64_t r = backoff_next(b); /* uniform on [0, ceiling] */
+	uint64_t limit = down_ms > b->base_ms ? down_ms : b->base_ms;
+	return limit >= ceiling ? r : r * limit / ceiling;
+}
+
 /* After any failure: wait, then try again. */
 static void session_backoff(struct agent_session *s)
 {
 	if (s->state == SESSION_STOPPED)
 		return;
+	int64_t now = util_now_ms();
+	if (!s->down_since_ms)
+		s->down_since_ms = now;
 	uint64_t delay;
 	if (s->retry_after_ms) {
 		/* The collector is shedding load: come back when it says, plus
@@ -63,7 +82,7 @@ static void session_backoff(struct agent_session *s)
 		delay = s->retry_after_ms + backoff_next(&s->backoff) % (s->retry_after_ms / 4 + 1);
 		s->retry_after_ms = 0;
 	} else {
-		delay = backoff_next(&s->backoff);
+		delay = reconnect_delay(&s->backoff, (uint64_t)(now - s->down_since_ms));
 	}
 	set_state(s, SESSION_BACKOFF);
 	log_info("reconnecting in %.1f s", (double)delay / 1000);
@@ -264,6 +283,7 @@ static void on_welcome(struct agent_session *s, const Exfleet__Welcome *w)
 		s->heartbeat_ms = (uint64_t)w->heartbeat_interval_s * 1000;
 	s->welcomes++;
 	backoff_reset(&s->backoff);
+	s->down_since_ms = 0;
 	set_state(s, SESSION_STREAMING);
 	uint64_t stored = w->highest_stored_sequence;
 	uint64_t highest = spool_highest(s->spool);
@@ -393,6 +413,9 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	struct tls_limits limits;
 	tls_limits_default(&limits);
 	limits.max_frame = s->cfg->max_frame;
+	/* A collector that took our connection is alive: waiting our turn in
+	 * its queue after a restart is cheaper for everyone than retrying. */
+	limits.handshake_timeout_ms = SESSION_HANDSHAKE_TIMEOUT_MS;
 	s->conn.data = s;
 	s->conn_open = 1;
 	tls_conn_connect(&s->conn, s->loop, res->ai_addr, s->tls, s->cfg->collector_name,

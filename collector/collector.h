@@ -22,6 +22,7 @@ struct collector_config {
 	uint64_t handshake_timeout_ms;
 	int64_t max_handshakes;  /* TLS handshakes in progress at once */
 	int64_t max_waiting;     /* accepted connections waiting for a handshake slot */
+	uint64_t wait_timeout_ms; /* and how long one may wait */
 	int64_t max_sessions;    /* welcomed sessions; beyond, Welcome{retry_after} */
 	uint64_t retry_after_ms;
 	uint64_t max_frame;

@@ -25,8 +25,12 @@ static const struct config_key collector_keys[] = {
 	  300000, "time allowed for the TLS handshake"),
 	K("agents", "max_handshakes", CONFIG_INT, max_handshakes, 0, "256", 1, 100000,
 	  "TLS handshakes in progress at once; more connections wait their turn"),
-	K("agents", "max_waiting", CONFIG_INT, max_waiting, 0, "8192", 0, 1000000,
-	  "connections waiting for a handshake; beyond, new ones are closed at once"),
+	K("agents", "max_waiting", CONFIG_INT, max_waiting, 0, "20000", 0, 1000000,
+	  "connections waiting for a handshake (a socket each, no TLS state); beyond, new "
+	  "ones are closed at once"),
+	K("agents", "wait_timeout", CONFIG_DURATION, wait_timeout_ms, 0, "25s", 100, 300000,
+	  "how long a connection may wait for its handshake, oldest first (agents give up "
+	  "after 30 s)"),
 	K("agents", "max_sessions", CONFIG_INT, max_sessions, 0, "0", 0, 10000000,
 	  "welcomed sessions at most (0: no limit); beyond, agents are told to retry later"),
 	K("agents", "retry_after", CONFIG_DURATION, retry_after_ms, 0, "10s", 100, 3600000,

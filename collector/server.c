@@ -342,14 +342,15 @@ static void wait_unlink(struct server *srv, struct agent_conn *a)
 	srv->nwaiting--;
 }
 
-/* Starts waiting handshakes while there are free slots, newest first: in a
- * storm the oldest have waited longest and their agents are the likeliest to
- * have given up already (they retry with backoff), so serving the newest
- * turns slots into sessions rather than into dead handshakes. */
+/* Starts waiting handshakes while there are free slots, oldest first.
+ * Agents wait longer for their handshake ([agents] wait_timeout, below
+ * their own 30 s) than it takes to work through a storm's queue at the
+ * handshake rate, so each is served in its turn; an agent turned away
+ * would come back only after its backoff, which grows with every failure. */
 static void admit(struct server *srv)
 {
-	while (srv->wait_tail && srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
-		struct agent_conn *a = srv->wait_tail;
+	while (srv->wait_head && srv->nhandshakes < (unsigned)srv->cfg->max_handshakes) {
+		struct agent_conn *a = srv->wait_head;
 		wait_unlink(srv, a);
 		a->state = AGENT_HANDSHAKE;
 		srv->nhandshakes++;
@@ -419,8 +420,8 @@ static void sweep_cb(uv_timer_t *t)
 				continue; /* closing */
 		}
 		if (a->state == AGENT_WAITING &&
-		    now - a->connected_ms > (int64_t)srv->cfg->handshake_timeout_ms)
-			/* Its agent's own handshake deadline has passed. */
+		    now - a->connected_ms > (int64_t)srv->cfg->wait_timeout_ms)
+			/* Its agent's own handshake deadline is about to pass. */
 			tls_conn_close(&a->conn, LOG_DEBUG, "waited %lld ms for a handshake slot",
 				       (long long)(now - a->connected_ms));
 		else if (a->state == AGENT_HELLO && now - a->last_rx_ms > HELLO_TIMEOUT_MS)

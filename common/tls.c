@@ -767,20 +767,11 @@ static void handshake_timeout_cb(uv_timer_t *t)
 		       (unsigned long long)c->limits.handshake_timeout_ms);
 }
 
-static int conn_init(struct tls_conn *c, uv_loop_t *loop, SSL_CTX *ctx,
-		     const struct tls_limits *limits, const struct tls_conn_ops *ops)
+/* The SSL object and its memory BIOs: made when the handshake is to
+ * start, so that a connection held back costs no more than its socket. */
+static int conn_ssl_new(struct tls_conn *c, int server)
 {
-	void *owner = c->data;
-	memset(c, 0, sizeof(*c));
-	c->data = owner;
-	c->ops = ops;
-	c->peer_role = -1;
-	if (limits)
-		c->limits = *limits;
-	else
-		tls_limits_default(&c->limits);
-	frame_reader_init(&c->frames, c->limits.max_frame);
-	c->ssl = SSL_new(ctx);
+	c->ssl = SSL_new(c->ctx);
 	c->net_in = BIO_new(BIO_s_mem());
 	c->net_out = BIO_new(BIO_s_mem());
 	if (!c->ssl || !c->net_in || !c->net_out) {
@@ -788,12 +779,37 @@ static int conn_init(struct tls_conn *c, uv_loop_t *loop, SSL_CTX *ctx,
 		BIO_free(c->net_in);
 		BIO_free(c->net_out);
 		c->ssl = NULL;
+		c->net_in = c->net_out = NULL;
 		return UV_ENOMEM;
 	}
 	BIO_set_mem_eof_return(c->net_in, -1);
 	BIO_set_mem_eof_return(c->net_out, -1);
 	SSL_set_bio(c->ssl, c->net_in, c->net_out);
 	SSL_set_app_data(c->ssl, c);
+	if (server)
+		SSL_set_accept_state(c->ssl);
+	else
+		SSL_set_connect_state(c->ssl);
+	return 0;
+}
+
+static int conn_init(struct tls_conn *c, uv_loop_t *loop, SSL_CTX *ctx,
+		     const struct tls_limits *limits, const struct tls_conn_ops *ops, int server,
+		     int with_ssl)
+{
+	void *owner = c->data;
+	memset(c, 0, sizeof(*c));
+	c->data = owner;
+	c->ops = ops;
+	c->ctx = ctx;
+	c->peer_role = -1;
+	if (limits)
+		c->limits = *limits;
+	else
+		tls_limits_default(&c->limits);
+	frame_reader_init(&c->frames, c->limits.max_frame);
+	if (with_ssl && conn_ssl_new(c, server) < 0)
+		return UV_ENOMEM;
 	uv_tcp_init(loop, &c->tcp);
 	uv_timer_init(loop, &c->timer);
 	c->tcp.data = c;
@@ -831,7 +847,7 @@ static void conn_start_handshake(struct tls_conn *c)
 static int conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 		       const struct tls_limits *limits, const struct tls_conn_ops *ops, int start)
 {
-	int rc = conn_init(c, server->loop, ctx, limits, ops);
+	int rc = conn_init(c, server->loop, ctx, limits, ops, 1, start);
 	if (rc < 0)
 		return rc;
 	rc = uv_accept(server, (uv_stream_t *)&c->tcp);
@@ -848,7 +864,6 @@ static int conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 		snprintf(c->addr, sizeof(c->addr), "?");
 	conn_set_peer(c);
 	uv_tcp_nodelay(&c->tcp, 1);
-	SSL_set_accept_state(c->ssl);
 	if (start)
 		conn_start_handshake(c);
 	else
@@ -870,8 +885,13 @@ int tls_conn_accept_held(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 
 void tls_conn_start(struct tls_conn *c)
 {
-	if (c->state == TLS_CONNECTING)
-		conn_start_handshake(c);
+	if (c->state != TLS_CONNECTING)
+		return;
+	if (conn_ssl_new(c, 1) < 0) {
+		tls_conn_close(c, LOG_ERR, "out of memory for a TLS session");
+		return;
+	}
+	conn_start_handshake(c);
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -893,7 +913,7 @@ int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sock
 			  const struct sockaddr *bind_addr, SSL_CTX *ctx, const char *server_name,
 			  const struct tls_limits *limits, const struct tls_conn_ops *ops)
 {
-	int rc = conn_init(c, loop, ctx, limits, ops);
+	int rc = conn_init(c, loop, ctx, limits, ops, 0, 1);
 	if (rc < 0)
 		return rc;
 	struct sockaddr_storage ss;
@@ -902,7 +922,6 @@ int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sock
 						      : sizeof(struct sockaddr_in));
 	format_addr(&ss, c->addr, sizeof(c->addr));
 	conn_set_peer(c);
-	SSL_set_connect_state(c->ssl);
 	/* The collector's certificate must name the host we meant to reach. */
 	if (SSL_set1_host(c->ssl, server_name) != 1 ||
 	    SSL_set_tlsext_host_name(c->ssl, server_name) != 1) {

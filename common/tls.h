@@ -95,7 +95,8 @@ struct tls_conn {
 	uv_timer_t timer;      /* handshake and close deadlines */
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
-	SSL *ssl;
+	SSL_CTX *ctx;
+	SSL *ssl;              /* NULL while a server connection is held back */
 	BIO *net_in;           /* ciphertext from the socket, for OpenSSL */
 	BIO *net_out;          /* ciphertext from OpenSSL, for the socket */
 	enum tls_state state;
@@ -121,8 +122,8 @@ struct tls_conn {
 int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 		    const struct tls_limits *limits, const struct tls_conn_ops *ops);
 /* Accepts it but holds the handshake back (nothing is read, no deadline
- * runs) until tls_conn_start: admission control, so a reconnect storm costs
- * sockets, not CPU. */
+ * runs, no SSL object exists) until tls_conn_start: admission control, so
+ * a reconnect storm costs sockets, not CPU or memory. */
 int tls_conn_accept_held(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 			 const struct tls_limits *limits, const struct tls_conn_ops *ops);
 void tls_conn_start(struct tls_conn *c);

@@ -122,6 +122,7 @@ struct lg_agent {
 	int64_t auth_sent_us;   /* promote: when the auth events first went out */
 	uint64_t attempt_ns;
 	uint64_t last_rx_ms, last_tx_ms, last_gen_ms;
+	uint64_t down_since_ms; /* loop time of the first failure since a Welcome */
 	double event_credit; /* events due but not yet made */
 	uint32_t heartbeat_ms;
 	uint32_t retry_after_ms;
@@ -502,6 +503,7 @@ static void on_welcome(struct lg_agent *a, const Exfleet__Welcome *w)
 		res->max_ready = f->ready;
 	lg_hist_add(&res->welcome_latency, (uv_hrtime() - a->attempt_ns) / 1000);
 	backoff_reset(&a->backoff);
+	a->down_since_ms = 0;
 	a->last_gen_ms = uv_now(&f->loop);
 	a->event_credit = 0;
 	/* A random first tick, so that heartbeats and batches do not march in step. */
@@ -662,16 +664,29 @@ static void backoff_timer_cb(uv_timer_t *t)
 	agent_connect(a);
 }
 
+/* As the agent does (agent/session.c): full jitter under the exponential
+ * ceiling, scaled down to at most the time since the collector was last
+ * reachable (and at least --reconnect-min). */
+static uint64_t reconnect_delay(struct backoff *b, uint64_t down_ms)
+{
+	uint64_t ceiling = backoff_ceiling(b);
+	uint64_t r = backoff_next(b);
+	uint64_t limit = down_ms > b->base_ms ? down_ms : b->base_ms;
+	return limit >= ceiling ? r : r * limit / ceiling;
+}
+
 static void agent_backoff(struct lg_agent *a)
 {
 	struct fleet *f = a->fleet;
-	uint64_t delay;
+	uint64_t delay, now = uv_now(&f->loop);
+	if (!a->down_since_ms)
+		a->down_since_ms = now;
 	if (a->retry_after_ms) {
 		/* As the agent does: when told, plus up to a quarter more. */
 		delay = a->retry_after_ms + backoff_next(&a->backoff) % (a->retry_after_ms / 4 + 1);
 		a->retry_after_ms = 0;
 	} else {
-		delay = backoff_next(&a->backoff);
+		delay = reconnect_delay(&a->backoff, now - a->down_since_ms);
 	}
 	a->state = AG_BACKOFF;
 	f->waiting++;
@@ -1215,6 +1230,7 @@ int fleet_prepare(struct fleet **out, const struct lg_options *o, const struct p
 	if (client_ctx(o, &f->tls, err, errlen) < 0)
 		goto out;
 	tls_limits_default(&f->limits);
+	f->limits.handshake_timeout_ms = o->handshake_timeout_ms;
 	uint64_t t0 = uv_hrtime();
 	for (unsigned i = 0; i < count; i++) {
 		struct lg_agent *a = &f->agents[i];

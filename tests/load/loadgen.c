@@ -101,6 +101,7 @@ static void usage(FILE *out)
 	    "                         0 leaves the source address to the system (250)\n"
 	    "  --reconnect-min MS     first reconnect delay ceiling (1000, as the agent)\n"
 	    "  --reconnect-max MS     longest reconnect delay (300000, as the agent)\n"
+	    "  --handshake-timeout MS TCP connected to TLS done, at most (30000, as the agent)\n"
 	    "  --cert-days N          validity of the minted certificates (1)\n"
 	    "  --no-resume            never offer a session ticket: every handshake is full\n"
 	    "  --store PATH           fanout: the collector's store (SQLite) to queue commands in\n"
@@ -204,6 +205,7 @@ enum {
 	OPT_SOURCES,
 	OPT_RMIN,
 	OPT_RMAX,
+	OPT_HS_TIMEOUT,
 	OPT_CERT_DAYS,
 	OPT_NO_RESUME,
 	OPT_STORE,
@@ -235,6 +237,7 @@ static const struct option long_options[] = {
     {"sources", required_argument, NULL, OPT_SOURCES},
     {"reconnect-min", required_argument, NULL, OPT_RMIN},
     {"reconnect-max", required_argument, NULL, OPT_RMAX},
+    {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
     {"cert-days", required_argument, NULL, OPT_CERT_DAYS},
     {"no-resume", no_argument, NULL, OPT_NO_RESUME},
     {"store", required_argument, NULL, OPT_STORE},
@@ -268,6 +271,7 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 	o->window = 8192;
 	o->reconnect_min_ms = 1000;
 	o->reconnect_max_ms = 300000;
+	o->handshake_timeout_ms = 30000;
 	o->cert_days = 1;
 	o->issue_after_s = 1;
 	o->poll_ms = 100;
@@ -349,6 +353,10 @@ static int parse_args(int argc, char **argv, struct lg_options *o)
 		case OPT_RMAX:
 			rc = parse_uint(opt, optarg, 1, 86400000, &u);
 			o->reconnect_max_ms = u;
+			break;
+		case OPT_HS_TIMEOUT:
+			rc = parse_uint(opt, optarg, 100, 600000, &u);
+			o->handshake_timeout_ms = u;
 			break;
 		case OPT_CERT_DAYS:
 			rc = parse_uint(opt, optarg, 1, PKI_DAYS_MAX, &u);
@@ -854,6 +862,8 @@ static int report(const struct lg_options *o, const struct part *parts, unsigned
 	              o->deadline_s, "window", (json_int_t)o->window, "reconnect_min_ms",
 	              (json_int_t)o->reconnect_min_ms, "reconnect_max_ms",
 	              (json_int_t)o->reconnect_max_ms, "cert_days", (json_int_t)o->cert_days));
+	json_object_set_new(json_object_get(root, "options"), "handshake_timeout_ms",
+	                    json_integer((json_int_t)o->handshake_timeout_ms));
 	json_object_set_new(root, "rlimit_nofile",
 	                    json_pack("{s:I,s:I}", "soft", (json_int_t)rl->rlim_cur, "hard",
 	                              (json_int_t)rl->rlim_max));

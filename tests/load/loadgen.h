@@ -48,6 +48,7 @@ struct lg_options {
 	unsigned window;  /* unacknowledged records per agent, at most */
 	uint64_t reconnect_min_ms;
 	uint64_t reconnect_max_ms;
+	uint64_t handshake_timeout_ms; /* TCP connected to TLS done, at most */
 	int cert_days;
 	int no_resume;        /* never offer a session ticket: full handshakes only */
 	const char *store;    /* fanout: the collector's store, where commands are queued */

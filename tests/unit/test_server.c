@@ -2,7 +2,9 @@
  * real store: each kind of bad agent (an oversize frame, a Hello that names
  * another host, garbage after the handshake, an agent that does not read,
  * a second session for the same host) costs only its own session, while a
- * well-behaved agent beside them keeps being welcomed and acknowledged. */
+ * well-behaved agent beside them keeps being welcomed and acknowledged; and
+ * admission control: connections beyond the handshake slots wait their
+ * turn, oldest first, up to max_waiting and wait_timeout. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -167,6 +169,7 @@ static void world_start(struct world *w)
 	w->cfg.handshake_timeout_ms = 5000;
 	w->cfg.max_handshakes = 64;
 	w->cfg.max_waiting = 64;
+	w->cfg.wait_timeout_ms = 5000;
 	w->cfg.retry_after_ms = 1000;
 	w->cfg.max_frame = 4096;
 	w->cfg.write_queue_max = 128 * 1024;
@@ -384,6 +387,126 @@ static void test_bad_agents_cost_only_their_session(void **state)
 	SSL_CTX_free(ctx5);
 }
 
+/* A client that connects over TCP and says nothing: it holds a handshake
+ * slot until the collector's handshake deadline. */
+struct mute {
+	uv_tcp_t tcp;
+	uv_connect_t req;
+	int connected, closed;
+};
+
+static void mute_close_cb(uv_handle_t *h)
+{
+	((struct mute *)h->data)->closed = 1;
+}
+
+static void mute_connect_cb(uv_connect_t *req, int status)
+{
+	((struct mute *)req->data)->connected = status == 0;
+}
+
+static void mute_connect(struct world *w, struct mute *m)
+{
+	memset(m, 0, sizeof(*m));
+	uv_tcp_init(&w->loop, &m->tcp);
+	m->tcp.data = m->req.data = m;
+	struct sockaddr_in addr;
+	uv_ip4_addr("127.0.0.1", w->port, &addr);
+	assert_int_equal(uv_tcp_connect(&m->req, &m->tcp, (struct sockaddr *)&addr, mute_connect_cb),
+			 0);
+	run_for(w, &m->connected, 5);
+}
+
+/* Runs the loop until the server has accepted n connections in all. */
+static void run_until_accepted(struct world *w, unsigned n)
+{
+	int64_t end = util_now_ms() + 5000;
+	while (w->srv.nconns < n && util_now_ms() < end)
+		uv_run(&w->loop, UV_RUN_ONCE);
+	assert_int_equal(w->srv.nconns, n);
+}
+
+static int order[8], norder;
+
+static void ordered_ready_cb(struct tls_conn *c)
+{
+	struct client *cl = c->data;
+	cl->ready = 1;
+	order[norder++] = cl->name[5] - '0'; /* "GOOD0N" */
+}
+
+static const struct tls_conn_ops ordered_ops = {
+	.ready_cb = ordered_ready_cb, .frame_cb = client_frame_cb, .close_cb = client_close_cb};
+
+static void test_storm_waits_its_turn_oldest_first(void **state)
+{
+	struct world w;
+	world_start(&w);
+	/* One handshake at a time; three may wait, each at most 1.5 s. */
+	w.cfg.max_handshakes = 1;
+	w.cfg.max_waiting = 3;
+	w.cfg.wait_timeout_ms = 1500;
+	SSL_CTX *ctx = agent_ctx("GOOD01");
+
+	struct mute slot;
+	mute_connect(&w, &slot);
+	run_until_accepted(&w, 1);
+	assert_int_equal(w.srv.nhandshakes, 1);
+
+	static const char *const names[] = {"GOOD00", "GOOD01", "GOOD02", "GOOD03", "GOOD04"};
+	struct client c[5];
+	struct sockaddr_in addr;
+	uv_ip4_addr("127.0.0.1", w.port, &addr);
+	for (int i = 1; i <= 4; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		c[i].name = names[i];
+		c[i].conn.data = &c[i];
+		assert_int_equal(tls_conn_connect(&c[i].conn, &w.loop, (struct sockaddr *)&addr, ctx,
+						  "localhost", NULL, &ordered_ops),
+				 0);
+		if (i < 4)
+			run_until_accepted(&w, 1 + (unsigned)i);
+	}
+	/* The fourth is one too many: closed at once. The others wait,
+	 * holding a socket and no TLS state. */
+	run_for(&w, &c[4].closed, 5);
+	assert_int_equal(w.srv.nwaiting, 3);
+	assert_int_equal(w.srv.shed, 1);
+	for (struct agent_conn *a = w.srv.wait_head; a; a = a->wait_next)
+		assert_null(a->conn.ssl);
+
+	/* The slot frees: the three are served in the order they came. */
+	uv_close((uv_handle_t *)&slot.tcp, mute_close_cb);
+	norder = 0;
+	run_for(&w, &c[3].ready, 10);
+	run_for(&w, &c[2].ready, 5);
+	assert_int_equal(norder, 3);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 2);
+	assert_int_equal(order[2], 3);
+	for (int i = 1; i <= 3; i++)
+		tls_conn_close(&c[i].conn, LOG_DEBUG, "done");
+
+	/* One that waits longer than wait_timeout is let go. */
+	mute_connect(&w, &slot);
+	int64_t end = util_now_ms() + 5000;
+	while (w.srv.nhandshakes != 1 && util_now_ms() < end)
+		uv_run(&w.loop, UV_RUN_ONCE);
+	struct client late;
+	connect_client(&w, &late, ctx, "GOOD01");
+	end = util_now_ms() + 5000;
+	while (w.srv.nwaiting != 1 && util_now_ms() < end)
+		uv_run(&w.loop, UV_RUN_ONCE);
+	assert_int_equal(w.srv.nwaiting, 1);
+	run_for(&w, &late.closed, 5);
+	assert_false(late.ready);
+	assert_int_equal(w.srv.nwaiting, 0);
+	uv_close((uv_handle_t *)&slot.tcp, mute_close_cb);
+	run_for(&w, &slot.closed, 5);
+	world_end(&w);
+	SSL_CTX_free(ctx);
+}
+
 int main(void)
 {
 	log_file = tmpfile();
@@ -391,6 +514,7 @@ int main(void)
 	util_ignore_sigpipe();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bad_agents_cost_only_their_session),
+		cmocka_unit_test(test_storm_waits_its_turn_oldest_first),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
