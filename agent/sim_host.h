@@ -17,7 +17,7 @@
  *   "local_accounts": [ACCOUNT...],      the SAM; must be [] on a DC
  *   "domain_accounts": [ACCOUNT...],
  *   "services": [SERVICE...],            at most SIM_SERVICES_MAX
- *   "exchange": {"version": "5.5.2653", "service_pack": 3,
+ *   "exchange": {"version": "5.5.2650", "service_pack": 3,
  *                "pop3_imap_broken": false},
  *   "event_log": {"next_record_number": 1, "records": [RECORD...]}
  * }

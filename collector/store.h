@@ -103,69 +103,21 @@ int store_host_highest(struct store *st, const char *host_id, uint64_t *seq);
  * committed callbacks for the last writes run before done_cb. */
 void store_close(struct store *st, void (*done_cb)(void *arg), void *arg);
 
-/* ---- direct access for exfleetctl, until the collector's API serves it ----
- * A reader opens the database without a writer thread or a loop; it may
- * also queue a command for the collector's relay to pick up. */
+/* ---- a store without its writer thread or a loop ----
+ * For one write at a time outside the collector's own process (tests, and
+ * tools run where the database is): never creates the file, and refuses a
+ * schema version other than this build's. */
 int store_open_reader(struct store **out, const char *path, char *err, size_t errlen);
 void store_close_reader(struct store *st);
 
-/* One row of a query: column names and their text values (NULL for SQL
- * NULL), valid during the callback. */
-enum store_type { STORE_NULL, STORE_INTEGER, STORE_TEXT };
-struct store_row {
-	int n;
-	const char *const *names;
-	const char *const *values;
-	const enum store_type *types;
-};
-typedef void (*store_row_cb)(const struct store_row *row, void *arg);
-
-enum store_view {
-	STORE_HOSTS,          /* every host with its status; filters: status, wave */
-	STORE_HOST,           /* one host (key: host id) */
-	STORE_HOST_SERVICES,
-	STORE_HOST_EVENTS,    /* its newest events */
-	STORE_HOST_HISTORY,   /* its status changes */
-	STORE_HOST_COMMANDS,
-	STORE_REPORT,         /* per host, for the wave report: plan, status, times */
-	STORE_AUDIT,          /* the audit log, oldest first */
-};
-/* Rows of view; key is the host id for the per-host views. status and wave
- * filter STORE_HOSTS (NULL: any). */
-int store_view(struct store *st, enum store_view view, const char *key, const char *status,
-	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen);
-
-/* Walks the audit log and checks every entry's hash and its link to the
- * one before: *entries read, *first_bad the id of the first entry that does
- * not check (0 when the chain is whole). */
-int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, char *err,
-		       size_t errlen);
-
-/* What an operator needs to seal a password to host_id: the agent's X25519
- * public key, its signature by the agent's certificate key, and that
- * certificate (DER), all from the agent's last Hello. malloc'd; UV_ENOENT
- * when the host or its key is unknown (err says which). */
-int store_host_sealing(struct store *st, const char *host_id, uint8_t **pub, size_t *pub_len,
-		       uint8_t **sig, size_t *sig_len, uint8_t **cert, size_t *cert_len, char *err,
-		       size_t errlen);
-
-/* A command's state ("queued", "delivered", "succeeded", "failed",
- * "rejected", "expired"), the agent's reason and its steps (a JSON array,
- * malloc'd, NULL before a result). UV_ENOENT for an unknown id. */
-int store_command_outcome(struct store *st, const char *command_id, char *state,
-			  size_t state_len, char *reason, size_t reason_len, char **steps);
-
 /* Replaces the wave plan with these (host, wave, planned date) triples, in
- * one transaction: all or nothing. */
+ * one transaction with an audit entry "waves.imported" by actor (NULL:
+ * none): all or nothing. */
 struct store_wave {
 	const char *host_id;
 	const char *wave;
 	const char *planned_date; /* "" when not known */
 };
-int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
-		       size_t errlen);
-/* The same, with an audit entry "waves.imported" by actor (NULL: none) in
- * the same transaction. */
 int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
 		      const char *actor, int64_t now_ms, char *err, size_t errlen);
 

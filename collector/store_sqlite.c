@@ -1273,58 +1273,7 @@ void store_close(struct store *st, void (*done_cb)(void *arg), void *arg)
 	uv_close((uv_handle_t *)&st->async, async_closed_cb);
 }
 
-/* ---- direct access for exfleetctl ---- */
-
-/* The wave of a host is the imported plan's, else the agent's label. */
-static const char *const views[] = {
-	/* Hosts in the plan that never connected are listed too. */
-	[STORE_HOSTS] =
-		"SELECT p.host_id, COALESCE(w.wave, h.wave) AS wave, h.site,"
-		" COALESCE(h.status, 'NEVER_SEEN') AS status, h.status_since, h.last_seen,"
-		" h.role, h.promoted_at, h.evidence"
-		" FROM (SELECT host_id FROM hosts UNION SELECT host_id FROM waves) p"
-		" LEFT JOIN hosts h ON h.host_id = p.host_id"
-		" LEFT JOIN waves w ON w.host_id = p.host_id"
-		" WHERE (?2 IS NULL OR COALESCE(h.status, 'NEVER_SEEN') = ?2)"
-		" AND (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3)"
-		" ORDER BY p.host_id",
-	[STORE_HOST] =
-		"SELECT h.host_id, COALESCE(w.wave, h.wave) AS wave, h.site, h.status, h.status_since,"
-		" h.evidence, h.first_seen, h.last_seen, h.agent_version, h.platform, h.domain, h.role,"
-		" h.role_changed_at, h.promoted_at, h.sam_present, h.exchange_version, h.exchange_sp,"
-		" h.sp_needs_reapply, h.highest_seq, h.spool_dropped, h.repaired_at FROM hosts h"
-		" LEFT JOIN waves w ON w.host_id = h.host_id WHERE h.host_id = ?1",
-	[STORE_HOST_SERVICES] =
-		"SELECT name, display_name, state, start_type, logon_account, win32_exit_code,"
-		" service_exit_code, account_status, rights FROM services WHERE host_id = ?1"
-		" ORDER BY name",
-	[STORE_HOST_EVENTS] =
-		"SELECT * FROM (SELECT seq, time_generated, log, source, event_id, type, message"
-		" FROM events WHERE host_id = ?1 ORDER BY seq DESC LIMIT 20) ORDER BY seq",
-	[STORE_HOST_HISTORY] =
-		"SELECT at, status, evidence FROM status_history WHERE host_id = ?1 ORDER BY rowid",
-	/* Detection: the first AFFECTED or NEEDS_SP_REINSTALL at or after the
-	 * promotion; repair: the first REPAIRED after that. */
-	[STORE_REPORT] =
-		"WITH p AS (SELECT host_id FROM hosts UNION SELECT host_id FROM waves),"
-		" d AS (SELECT p.host_id, (SELECT MIN(s.at) FROM status_history s"
-		"  WHERE s.host_id = p.host_id AND s.status IN ('AFFECTED', 'NEEDS_SP_REINSTALL')"
-		"  AND s.at >= COALESCE(h.promoted_at, 0)) AS detected_at"
-		"  FROM p LEFT JOIN hosts h ON h.host_id = p.host_id)"
-		" SELECT p.host_id, COALESCE(w.wave, h.wave) AS wave, w.planned_date, h.site,"
-		" h.status, h.last_seen, h.promoted_at, d.detected_at,"
-		" (SELECT MIN(s.at) FROM status_history s WHERE s.host_id = p.host_id"
-		"  AND s.status = 'REPAIRED' AND s.at >= d.detected_at) AS repaired_at, h.evidence"
-		" FROM p LEFT JOIN hosts h ON h.host_id = p.host_id"
-		" LEFT JOIN waves w ON w.host_id = p.host_id JOIN d ON d.host_id = p.host_id"
-		" WHERE (?3 IS NULL OR COALESCE(w.wave, h.wave) = ?3) ORDER BY p.host_id",
-	[STORE_AUDIT] = "SELECT id, at, actor, action, detail, hash FROM audit ORDER BY id",
-	[STORE_HOST_COMMANDS] =
-		"SELECT c.command_id, c.action, c.issuer, c.state, c.state_since, c.issued_at,"
-		" r.status AS result, r.reason, r.steps FROM commands c"
-		" LEFT JOIN command_results r ON r.command_id = c.command_id AND r.host_id = c.host_id"
-		" WHERE c.host_id = ?1 ORDER BY c.issued_at",
-};
+/* ---- a store without its writer, for one write at a time ---- */
 
 int store_open_reader(struct store **out, const char *path, char *err, size_t errlen)
 {
@@ -1349,12 +1298,12 @@ int store_open_reader(struct store **out, const char *path, char *err, size_t er
 	sqlite3_finalize(s);
 	if (version != STORE_SCHEMA_VERSION) {
 		/* Say what to do: the collector migrates a store when it starts. */
-		snprintf(err, errlen, "%s: schema version %d, this exfleetctl reads version %d: %s",
+		snprintf(err, errlen, "%s: schema version %d, this build reads version %d: %s",
 			 path, version, STORE_SCHEMA_VERSION,
 			 version <= 0 ? "is this a collector's store?"
 			 : version < STORE_SCHEMA_VERSION
 				 ? "start the new exfleet-collector once to migrate it"
-				 : "use the exfleetctl of the collector that wrote it");
+				 : "use the build of the collector that wrote it");
 		goto fail;
 	}
 	*out = st;
@@ -1369,57 +1318,6 @@ void store_close_reader(struct store *st)
 {
 	sqlite3_close(st->rdb);
 	free(st);
-}
-
-int store_view(struct store *st, enum store_view view, const char *key, const char *status,
-	       const char *wave, store_row_cb cb, void *arg, char *err, size_t errlen)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->rdb, views[view], -1, &s, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
-		return UV_EIO;
-	}
-	if (key)
-		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (status)
-		sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
-	if (wave)
-		sqlite3_bind_text(s, 3, wave, -1, SQLITE_STATIC);
-	int n = sqlite3_column_count(s);
-	const char **names = calloc((size_t)n, sizeof(char *));
-	const char **values = calloc((size_t)n, sizeof(char *));
-	enum store_type *types = calloc((size_t)n, sizeof(*types));
-	int rc = 0;
-	if (!names || !values || !types) {
-		snprintf(err, errlen, "out of memory");
-		rc = UV_ENOMEM;
-		goto out;
-	}
-	for (int i = 0; i < n; i++)
-		names[i] = sqlite3_column_name(s, i);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		for (int i = 0; i < n; i++) {
-			int t = sqlite3_column_type(s, i);
-			types[i] = t == SQLITE_NULL ? STORE_NULL
-				   : t == SQLITE_INTEGER ? STORE_INTEGER
-							 : STORE_TEXT;
-			values[i] = (const char *)sqlite3_column_text(s, i);
-		}
-		struct store_row row = {n, names, values, types};
-		cb(&row, arg);
-	}
-	if (rc != SQLITE_DONE) {
-		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
-		rc = UV_EIO;
-	} else {
-		rc = 0;
-	}
-out:
-	free(names);
-	free(values);
-	free(types);
-	sqlite3_finalize(s);
-	return rc;
 }
 
 int store_enqueue_command(struct store *st, const char *command_id, const char *host_id,
@@ -1472,49 +1370,6 @@ int store_enqueue_command(struct store *st, const char *command_id, const char *
 	return 0;
 }
 
-int store_audit_verify(struct store *st, int64_t *entries, int64_t *first_bad, char *err,
-		       size_t errlen)
-{
-	sqlite3_stmt *s;
-	*entries = 0;
-	*first_bad = 0;
-	if (sqlite3_prepare_v2(st->rdb,
-			       "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit"
-			       " ORDER BY id",
-			       -1, &s, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
-		return UV_EIO;
-	}
-	char prev[65] = AUDIT_GENESIS, hash[65];
-	int rc;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		(*entries)++;
-		const char *stored_prev = (const char *)sqlite3_column_text(s, 5);
-		const char *stored = (const char *)sqlite3_column_text(s, 6);
-		store_audit_hash(prev, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2),
-			   (const char *)sqlite3_column_text(s, 3),
-			   (const char *)sqlite3_column_text(s, 4), hash);
-		if (!stored_prev || !stored || strcmp(stored_prev, prev) != 0 ||
-		    strcmp(stored, hash) != 0) {
-			*first_bad = sqlite3_column_int64(s, 0);
-			break;
-		}
-		snprintf(prev, sizeof(prev), "%s", stored);
-	}
-	sqlite3_finalize(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
-		return UV_EIO;
-	}
-	return 0;
-}
-
-int store_import_waves(struct store *st, const struct store_wave *plan, size_t n, char *err,
-		       size_t errlen)
-{
-	return store_import_plan(st, plan, n, NULL, util_now_ms(), err, errlen);
-}
-
 int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
 		      const char *actor, int64_t now_ms, char *err, size_t errlen)
 {
@@ -1558,77 +1413,4 @@ int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
 	exec(st->rdb, "ROLLBACK", ignored, sizeof(ignored));
 	snprintf(err, errlen, "%s: the plan was not imported (nothing changed): %s", st->path, why);
 	return UV_EIO;
-}
-
-int store_host_sealing(struct store *st, const char *host_id, uint8_t **pub, size_t *pub_len,
-		       uint8_t **sig, size_t *sig_len, uint8_t **cert, size_t *cert_len, char *err,
-		       size_t errlen)
-{
-	sqlite3_stmt *s;
-	*pub = *sig = *cert = NULL;
-	*pub_len = *sig_len = *cert_len = 0;
-	if (sqlite3_prepare_v2(st->rdb,
-			       "SELECT sealing_key, sealing_key_sig, agent_cert FROM hosts"
-			       " WHERE host_id = ?1",
-			       -1, &s, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->rdb));
-		return UV_EIO;
-	}
-	sqlite3_bind_text(s, 1, host_id, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(s);
-		snprintf(err, errlen, "no host '%s' in %s", host_id, st->path);
-		return UV_ENOENT;
-	}
-	uint8_t **out[] = {pub, sig, cert};
-	size_t *lens[] = {pub_len, sig_len, cert_len};
-	for (int i = 0; i < 3; i++) {
-		int n = sqlite3_column_bytes(s, i);
-		if (n <= 0)
-			continue;
-		*out[i] = malloc((size_t)n);
-		if (!*out[i])
-			break;
-		memcpy(*out[i], sqlite3_column_blob(s, i), (size_t)n);
-		*lens[i] = (size_t)n;
-	}
-	sqlite3_finalize(s);
-	if (!*pub_len || !*sig_len || !*cert_len) {
-		free(*pub);
-		free(*sig);
-		free(*cert);
-		*pub = *sig = *cert = NULL;
-		snprintf(err, errlen,
-			 "host '%s' has not sent a sealing key yet (an older agent, or it never "
-			 "connected)",
-			 host_id);
-		return UV_ENOENT;
-	}
-	return 0;
-}
-
-int store_command_outcome(struct store *st, const char *command_id, char *state,
-			  size_t state_len, char *reason, size_t reason_len, char **steps)
-{
-	sqlite3_stmt *s;
-	*steps = NULL;
-	if (sqlite3_prepare_v2(st->rdb,
-			       "SELECT c.state, r.reason, r.steps FROM commands c LEFT JOIN"
-			       " command_results r ON r.command_id = c.command_id AND"
-			       " r.host_id = c.host_id WHERE c.command_id = ?1",
-			       -1, &s, NULL) != SQLITE_OK)
-		return UV_EIO;
-	sqlite3_bind_text(s, 1, command_id, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		const char *t = (const char *)sqlite3_column_text(s, 0);
-		const char *why = (const char *)sqlite3_column_text(s, 1);
-		const char *st_json = (const char *)sqlite3_column_text(s, 2);
-		snprintf(state, state_len, "%s", t ? t : "");
-		snprintf(reason, reason_len, "%s", why ? why : "");
-		*steps = st_json ? strdup(st_json) : NULL;
-	}
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : UV_ENOENT;
 }
