@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "api.h"
 #include "collector.h"
 #include "log.h"
@@ -98,8 +100,21 @@ static int api_submit_cb(const struct api_command *c, char *err, size_t errlen, 
 	exfleet__command__free_unpacked(cmd, NULL);
 	if (body)
 		exfleet__command_body__free_unpacked(body, NULL);
-	if (rc < 0)
+	if (rc < 0) {
+		/* A command the agent would refuse is not relayed, but someone
+		 * tried: the audit log says who, for which host, and why. */
+		json_t *d = json_pack("{s:s, s:s, s:s, s:s}", "command_id", c->command_id,
+				      "host_id", c->host_id, "action", c->action, "reason", err);
+		char *detail = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		char why[256];
+		json_decref(d);
+		if (!detail || store_audit_add(srv->store, util_now_ms(), c->submitted_by,
+					       "command.refused", detail, why, sizeof(why)) < 0)
+			log_err("api: the refusal of command %s was not audited: %s",
+				c->command_id, detail ? why : "out of memory");
+		free(detail);
 		return rc;
+	}
 	rc = store_enqueue_command(srv->store, c->command_id, c->host_id, c->action, signer,
 				   c->issued_at_ms, c->expires_at_ms, c->envelope, c->len, err,
 				   errlen);

@@ -128,6 +128,10 @@ int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
 void store_audit_hash(const char *prev, int64_t at, const char *actor, const char *action,
 		      const char *detail, char out[65]);
 
+/* Appends one entry to the audit log (its own transaction). */
+int store_audit_add(struct store *st, int64_t at, const char *actor, const char *action,
+		    const char *detail, char *err, size_t errlen);
+
 /* Queues an operator's command (an encoded Exfleet__Command) for host_id;
  * the relay delivers it. UV_EEXIST for an id already used. */
 int store_enqueue_command(struct store *st, const char *command_id, const char *host_id,

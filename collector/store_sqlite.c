@@ -1370,6 +1370,25 @@ int store_enqueue_command(struct store *st, const char *command_id, const char *
 	return 0;
 }
 
+int store_audit_add(struct store *st, int64_t at, const char *actor, const char *action,
+		    const char *detail, char *err, size_t errlen)
+{
+	char why[256];
+	/* IMMEDIATE: the writer thread appends too; the chain's last hash is
+	 * read and extended under the one write lock. */
+	if (exec(st->rdb, "BEGIN IMMEDIATE", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", st->path, why);
+		return UV_EIO;
+	}
+	if (audit_append(st->rdb, at, actor, action, detail) < 0 ||
+	    exec(st->rdb, "COMMIT", why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: audit: %s", st->path, sqlite3_errmsg(st->rdb));
+		exec(st->rdb, "ROLLBACK", why, sizeof(why));
+		return UV_EIO;
+	}
+	return 0;
+}
+
 int store_import_plan(struct store *st, const struct store_wave *plan, size_t n,
 		      const char *actor, int64_t now_ms, char *err, size_t errlen)
 {

@@ -64,6 +64,11 @@ grep -q "exfleetctl queue: envelope: signer 'vera' has role viewer, not operator
 	fail "the refusal does not say why: $(cat "$WORK/expect.err")"
 [ "$(sql "$F/collector.db" "SELECT COUNT(*) FROM commands")" = 3 ] ||
 	fail "a refused command was stored"
+# ... but the attempt is in the audit log: who submitted it, and why not.
+[ "$(sql "$F/collector.db" "SELECT COUNT(*) FROM audit WHERE actor = 'admin'
+	AND action = 'command.refused' AND detail LIKE '%signer ''vera'' has role viewer%'
+	AND detail LIKE '%\"host_id\":\"$H1\"%'")" = 1 ] ||
+	fail "the refused command is not audited: $(sql "$F/collector.db" "SELECT * FROM audit")"
 # Submitting with a viewer's certificate is refused before any signature is
 # looked at: 403, exit status 3, naming the certificate needed.
 expect_exit 3 ctl queue "$H1" rescan --cert "$F/pki/viewer/vera.crt" --key "$F/pki/viewer/vera.key"
