@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #define POSITIONAL_MAX 2
 
 static const char pki_usage[] =
@@ -33,7 +35,7 @@ static const char pki_usage[] =
     "  crl --dir DIR [--days N]\n"
     "      Re-sign DIR/crl.pem, valid N days (default 365). Once a CRL's next\n"
     "      update passes, collectors refuse every agent: refresh it before then.\n"
-    "  list --dir DIR\n"
+    "  list --dir DIR [--json | --csv]\n"
     "      Issued certificates: serial, role, name, expiry, status.\n"
     "\n"
     "Names are 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n"
@@ -46,6 +48,8 @@ enum {
 	OPT_ALGO = 1 << 2,
 	OPT_FORCE = 1 << 3,
 	OPT_ROLE = 1 << 4,
+	OPT_JSON = 1 << 5,
+	OPT_CSV = 1 << 6,
 };
 
 struct pki_args {
@@ -55,6 +59,7 @@ struct pki_args {
 	const char *algo;
 	const char *role;
 	int force;
+	int json, csv;
 	int help;
 	char *pos[POSITIONAL_MAX];
 	int npos;
@@ -82,6 +87,8 @@ static int parse_args(int argc, char **argv, unsigned allowed, int npos_min, int
 	    {"algo", required_argument, NULL, OPT_ALGO},
 	    {"force", no_argument, NULL, OPT_FORCE},
 	    {"role", required_argument, NULL, OPT_ROLE},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"csv", no_argument, NULL, OPT_CSV},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -122,6 +129,12 @@ static int parse_args(int argc, char **argv, unsigned allowed, int npos_min, int
 			break;
 		case OPT_ROLE:
 			a->role = optarg;
+			break;
+		case OPT_JSON:
+			a->json = 1;
+			break;
+		case OPT_CSV:
+			a->csv = 1;
 			break;
 		}
 	}
@@ -307,9 +320,13 @@ static int pki_list_cmd(int argc, char **argv)
 	struct listing l = {0};
 	char err[512];
 	int name_width = 4;
-	int rc = parse_args(argc, argv, OPT_DIR, 0, 0, "", &a);
+	int rc = parse_args(argc, argv, OPT_DIR | OPT_JSON | OPT_CSV, 0, 0, "", &a);
 	if (rc != CTL_OK || a.help)
 		goto out;
+	if (a.json && a.csv) {
+		rc = ctl_usage_error(a.what, "pki", "give --json or --csv, not both");
+		goto out;
+	}
 	if (pki_list(a.dir, listing_cb, &l, err, sizeof(err)) < 0) {
 		rc = ctl_fail(a.what, "%s", err);
 		goto out;
@@ -323,22 +340,42 @@ static int pki_list_cmd(int argc, char **argv)
 		name_width = w > name_width ? w : name_width;
 	}
 	int64_t now = util_now_ms() / 1000;
-	printf("%-32s  %-9s  %-*s  %-20s  %s\n", "SERIAL", "ROLE", name_width, "NAME", "EXPIRES",
-	       "STATUS");
+	json_t *all = a.json ? json_array() : NULL;
+	if (a.csv)
+		printf("serial,role,name,expires,status,revoked_at\n");
+	else if (!a.json)
+		printf("%-32s  %-9s  %-*s  %-20s  %s\n", "SERIAL", "ROLE", name_width, "NAME",
+		       "EXPIRES", "STATUS");
 	for (size_t i = 0; i < l.count; i++) {
 		const struct pki_entry *e = &l.entries[i];
-		char until[32], status[48];
+		char until[32], when[32] = "", status[48];
+		const char *state = e->revoked ? "revoked" : e->not_after <= now ? "expired" : "valid";
 		util_format_time(e->not_after * 1000, until, sizeof(until));
-		if (e->revoked) {
-			char when[32];
+		if (e->revoked)
 			util_format_time(e->revoked_at * 1000, when, sizeof(when));
-			snprintf(status, sizeof(status), "revoked %s", when);
-		} else {
-			snprintf(status, sizeof(status), "%s",
-			         e->not_after <= now ? "expired" : "valid");
+		snprintf(status, sizeof(status), "%s%s%s", state, e->revoked ? " " : "", when);
+		/* Names are plain (pki_name_valid): no CSV quoting needed. */
+		if (a.csv)
+			printf("%s,%s,%s,%s,%s,%s\n", e->serial, pki_role_name(e->role), e->name,
+			       until, state, when);
+		else if (a.json)
+			json_array_append_new(
+				all, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "serial", e->serial,
+					       "role", pki_role_name(e->role), "name", e->name,
+					       "expires", until, "status", state, "revoked_at",
+					       e->revoked ? when : NULL));
+		else
+			printf("%-32s  %-9s  %-*s  %-20s  %s\n", e->serial, pki_role_name(e->role),
+			       name_width, e->name, until, status);
+	}
+	if (a.json) {
+		if (!all || json_dumpf(all, stdout, JSON_INDENT(2)) < 0) {
+			json_decref(all);
+			rc = ctl_fail(a.what, "out of memory");
+			goto out;
 		}
-		printf("%-32s  %-9s  %-*s  %-20s  %s\n", e->serial, pki_role_name(e->role),
-		       name_width, e->name, until, status);
+		putchar('\n');
+		json_decref(all);
 	}
 out:
 	if (a.help)

@@ -164,4 +164,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --resolve "localhost:$API_PORT:127
 code=$(curl -s -o /dev/null -w '%{http_code}' --resolve "localhost:$API_PORT:127.0.0.1" \
 	--cacert "$P/ca.crt" "$url")
 [ "$code" = 410 ] || fail "a used sign-in link answered $code, not 410"
+
+# pki list speaks JSON and CSV too; rex's revocation shows in both.
+"$BIN/exfleetctl" pki list --dir "$P" --json >"$WORK/pki.json"
+jq -e 'map(select(.name == "rex")) | length == 1 and .[0].status == "revoked"
+	and (.[0].revoked_at | length) == 20' "$WORK/pki.json" >/dev/null ||
+	fail "pki list --json: $(cat "$WORK/pki.json")"
+jq -e 'map(select(.name == "alice"))[0] | .status == "valid" and .role == "operator"
+	and .revoked_at == null' "$WORK/pki.json" >/dev/null || fail "pki list --json: alice"
+"$BIN/exfleetctl" pki list --dir "$P" --csv >"$WORK/pki.csv"
+[ "$(head -n 1 "$WORK/pki.csv")" = "serial,role,name,expires,status,revoked_at" ] ||
+	fail "pki list --csv header: $(head -n 1 "$WORK/pki.csv")"
+grep -q "^[0-9a-f]*,operator,rex,[0-9TZ:-]*,revoked,[0-9TZ:-]*$" "$WORK/pki.csv" ||
+	fail "pki list --csv: $(cat "$WORK/pki.csv")"
+[ "$(grep -c . "$WORK/pki.csv")" = "$(($(jq length "$WORK/pki.json") + 1))" ] ||
+	fail "pki list --csv and --json disagree"
+expect_exit 2 "$BIN/exfleetctl" pki list --dir "$P" --json --csv
 echo "ctl: ok"
