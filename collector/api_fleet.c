@@ -43,11 +43,17 @@ static int status_param(struct api_request *r, const char **status)
 	*status = api_param(r, "status");
 	if (!*status)
 		return 0;
+	/* Hosts with no status yet: planned ones that never connected. */
+	if (strcasecmp(*status, "NEVER_SEEN") == 0) {
+		*status = "NEVER_SEEN";
+		return 0;
+	}
 	int s = host_status_parse(*status);
 	if (s < 0)
 		return api_refuse(r, 400, "invalid_parameter",
 				  "status: '%.64s' is not a status; use HEALTHY, REPAIRED, "
-				  "DEGRADED, AT_RISK, AFFECTED, NEEDS_SP_REINSTALL or REPAIRING",
+				  "DEGRADED, AT_RISK, AFFECTED, NEEDS_SP_REINSTALL, REPAIRING or "
+				  "NEVER_SEEN",
 				  *status);
 	*status = host_status_name((enum host_status)s);
 	return 0;

@@ -393,7 +393,7 @@ int store_query_hosts(struct store_query *q, const struct store_clock *clock,
 	sql_fleet(&b, clock);
 	sql_add(&b, "SELECT host_id, wave, site, planned_date, status, status_since, evidence,"
 		    " promoted_at, last_seen, connectivity FROM fleet");
-	sql_where_text(&b, "status = ?", f->status);
+	sql_where_text(&b, "COALESCE(status, 'NEVER_SEEN') = ?", f->status);
 	sql_where_text(&b, "connectivity = ?", f->connectivity);
 	sql_where_text(&b, "wave = ?", f->wave);
 	sql_where_text(&b, "site = ?", f->site);

@@ -59,7 +59,7 @@ struct store_clock {
  * planned_date, status, status_since, evidence, promoted_at, last_seen,
  * connectivity; ordered by host_id. */
 struct store_host_filter {
-	const char *status;
+	const char *status;       /* a status, or NEVER_SEEN: none yet */
 	const char *connectivity;
 	const char *wave;
 	const char *site;

@@ -759,7 +759,7 @@ static void test_hosts(void **state)
 		{"wave=1", 2, "EXCH01"},                 {"wave=3", 1, "EXCH03"},
 		{"wave=2", 1, "EXCH09"},                 {"site=lyon", 2, "EXCH02"},
 		{"site=lyon&connectivity=ONLINE", 1, "EXCH03"},
-		{"status=REPAIRED", 0, NULL},
+		{"status=REPAIRED", 0, NULL},            {"status=never_seen", 1, "EXCH09"},
 	};
 	for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
 		char path[128];
