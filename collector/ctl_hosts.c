@@ -15,8 +15,9 @@ static const char hosts_usage[] =
 	"Every host the collector knows (connected, or in the wave plan), with its\n"
 	"status, connectivity and first piece of evidence. STATUS is one of\n"
 	"HEALTHY, REPAIRED, DEGRADED, AT_RISK, AFFECTED, NEEDS_SP_REINSTALL,\n"
-	"REPAIRING; C is ONLINE, OFFLINE or NEVER_SEEN. --json prints the API's\n"
-	"host objects as one array; --csv one line a host with all the evidence.\n"
+	"REPAIRING, or NEVER_SEEN (no status yet); C is ONLINE, OFFLINE or\n"
+	"NEVER_SEEN. --json prints the API's host objects as one array; --csv\n"
+	"one line a host with all the evidence.\n"
 	CTL_CONN_USAGE;
 
 static const char host_usage[] =
@@ -132,7 +133,9 @@ int ctl_hosts(int argc, char **argv)
 		return ctl_usage_error("hosts", "hosts", "unexpected argument '%s'", argv[optind]);
 	if (api.json && api.csv)
 		return ctl_usage_error("hosts", "hosts", "choose one of --json and --csv");
-	if (status) {
+	if (status && strcasecmp(status, "NEVER_SEEN") == 0) {
+		status = "NEVER_SEEN";
+	} else if (status) {
 		int s = host_status_parse(status);
 		if (s < 0)
 			return ctl_usage_error("hosts", "hosts", "'%s' is not a status", status);

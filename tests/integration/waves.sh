@@ -27,6 +27,9 @@ grep -q "^2  *2026-12-14  *$n2  *0 .* 1$" "$WORK/list1.txt" ||
 	fail "wave 2 with its never-seen host: $(cat "$WORK/list1.txt")"
 ctl hosts --wave 2 --connectivity never_seen >"$WORK/ghost.txt"
 grep -q "^GHOST01  *2  *-  *-  *NEVER_SEEN" "$WORK/ghost.txt" || fail "GHOST01: $(cat "$WORK/ghost.txt")"
+# The hosts with no status yet are GHOST01 alone.
+ctl hosts --status never_seen --json | jq -e 'length == 1 and .[0].host_id == "GHOST01"' \
+	>/dev/null || fail "hosts --status never_seen: $(ctl hosts --status never_seen --json)"
 ctl waves list --csv >"$WORK/list.csv"
 head -n 1 "$WORK/list.csv" | grep -q "^wave,planned_date,hosts,promoted,HEALTHY," ||
 	fail "waves list --csv header: $(head -n 1 "$WORK/list.csv")"
