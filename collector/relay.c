@@ -4,56 +4,230 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
 #include "collector.h"
 #include "log.h"
 #include "sign.h"
 #include "util.h"
 #include "wire.h"
 
-/* New commands are looked for often (one indexed query: cheap), the whole
- * queue walked for expiry once a second. */
+/* New commands are looked for often (one indexed query: cheap), the
+ * waiting ones walked for expiry once a second. */
 #define POLL_MS 100
 #define EXPIRE_MS 1000
 #define RELAY_SKEW_MS 300000
 #define RELAY_MAX 100000
+#define CHECK_CHUNK 128         /* commands per work item */
+#define SIGNER_TTL_MS 60000
 
-/* Sends c on the host's session; 0 when it went out (or was refused). */
-static int deliver(struct relay *r, const struct relay_command *c)
+/* A host's checked commands, waiting for it to connect. */
+struct relay_host {
+	char host_id[65];
+	struct relay_command *head, *tail;
+};
+
+/* A chunk of commands checked on the thread pool. The worker writes only
+ * here and into the commands' cmd and reason, which the loop leaves alone
+ * until check_after_cb has taken the verdicts over. */
+struct check_work {
+	uv_work_t req;
+	struct relay *r;
+	struct relay_command *cmds[CHECK_CHUNK];
+	int verdicts[CHECK_CHUNK];
+	unsigned n, fast, full;
+	int64_t now_ms;
+};
+
+static void command_free(struct relay_command *c)
+{
+	if (c->cmd)
+		exfleet__command__free_unpacked(c->cmd, NULL);
+	free(c->envelope);
+	free(c);
+}
+
+/* ---- the check, on the thread pool ---- */
+
+static const char context[] = SIGN_COMMAND_CONTEXT; /* sizeof counts the NUL */
+
+static int id_valid(const char *id)
+{
+	size_t len = strlen(id);
+	if (len == 0 || len > SIGN_COMMAND_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* A command whose signer passed sign_verify_command within SIGNER_TTL_MS:
+ * the rest of what it checks, per command (sign.h lists them): signature
+ * over the body, addressee, id, times. The agent checks all of it again. */
+static int check_with_signer(const Exfleet__Command *cmd, EVP_PKEY *key, const char *host_id,
+			     int64_t now_ms, char *reason, size_t reasonlen)
+{
+	int rc = UV_EACCES;
+	EVP_MD_CTX *md = NULL;
+	uint8_t *msg = NULL;
+	Exfleet__CommandBody *body = NULL;
+	if (cmd->body.len > SIGN_BODY_MAX || cmd->signature.len == 0 ||
+	    cmd->signature.len > SIGN_SIGNATURE_MAX) {
+		snprintf(reason, reasonlen, "bad signature");
+		return UV_EACCES;
+	}
+	msg = malloc(sizeof(context) + cmd->body.len);
+	md = EVP_MD_CTX_new();
+	if (!msg || !md) {
+		snprintf(reason, reasonlen, "checking a command: out of memory");
+		rc = UV_ENOMEM;
+		goto out;
+	}
+	memcpy(msg, context, sizeof(context));
+	if (cmd->body.len)
+		memcpy(msg + sizeof(context), cmd->body.data, cmd->body.len);
+	const EVP_MD *digest = EVP_PKEY_is_a(key, "ED25519") ? NULL : EVP_sha256();
+	if (EVP_DigestVerifyInit(md, NULL, digest, NULL, key) != 1 ||
+	    EVP_DigestVerify(md, cmd->signature.data, cmd->signature.len, msg,
+			     sizeof(context) + cmd->body.len) != 1) {
+		snprintf(reason, reasonlen, "bad signature");
+		goto out;
+	}
+	rc = UV_EINVAL;
+	body = exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
+	if (!body) {
+		snprintf(reason, reasonlen, "command body does not decode");
+	} else if (strcmp(body->target_host_id, host_id) != 0) {
+		snprintf(reason, reasonlen, "addressed to host '%.64s', not '%s'",
+			 body->target_host_id, host_id);
+	} else if (!id_valid(body->id)) {
+		snprintf(reason, reasonlen, "command id is not 1 to %d lower-case hex digits",
+			 SIGN_COMMAND_ID_MAX);
+	} else if (body->issued_at_ms > now_ms + RELAY_SKEW_MS) {
+		snprintf(reason, reasonlen, "issued in the future: check the clocks");
+	} else if (body->expires_at_ms < now_ms - RELAY_SKEW_MS) {
+		snprintf(reason, reasonlen, "expired");
+		rc = UV_ETIMEDOUT;
+	} else if (body->expires_at_ms < body->issued_at_ms ||
+		   (uint64_t)body->expires_at_ms - (uint64_t)body->issued_at_ms >
+			   (uint64_t)SIGN_COMMAND_LIFETIME_MAX_MS) {
+		snprintf(reason, reasonlen, "lifetime out of bounds (0 to 24 h)");
+	} else {
+		rc = 0;
+	}
+out:
+	if (body)
+		exfleet__command_body__free_unpacked(body, NULL);
+	EVP_MD_CTX_free(md);
+	free(msg);
+	ERR_clear_error();
+	return rc;
+}
+
+/* The signer of this certificate, checked recently: its key, referenced. */
+static EVP_PKEY *signer_find(struct relay *r, const unsigned char digest[32], int64_t now_ms)
+{
+	EVP_PKEY *key = NULL;
+	uv_mutex_lock(&r->signers_lock);
+	for (int i = 0; i < RELAY_SIGNERS && !key; i++) {
+		struct relay_signer *s = &r->signers[i];
+		if (s->key && now_ms - s->checked_ms < SIGNER_TTL_MS &&
+		    memcmp(s->digest, digest, 32) == 0 && EVP_PKEY_up_ref(s->key) == 1)
+			key = s->key;
+	}
+	uv_mutex_unlock(&r->signers_lock);
+	return key;
+}
+
+static void signer_keep(struct relay *r, const Exfleet__Command *cmd, const unsigned char digest[32],
+			int64_t now_ms)
+{
+	const unsigned char *p = cmd->issuer_certificate.data;
+	X509 *cert = d2i_X509(NULL, &p, (long)cmd->issuer_certificate.len);
+	EVP_PKEY *key = cert ? X509_get_pubkey(cert) : NULL;
+	X509_free(cert);
+	ERR_clear_error();
+	if (!key)
+		return;
+	uv_mutex_lock(&r->signers_lock);
+	struct relay_signer *slot = &r->signers[0];
+	for (int i = 0; i < RELAY_SIGNERS; i++) {
+		if (!r->signers[i].key || memcmp(r->signers[i].digest, digest, 32) == 0) {
+			slot = &r->signers[i];
+			break;
+		}
+		if (r->signers[i].checked_ms < slot->checked_ms)
+			slot = &r->signers[i]; /* the oldest goes */
+	}
+	EVP_PKEY_free(slot->key);
+	memcpy(slot->digest, digest, 32);
+	slot->key = key;
+	slot->checked_ms = now_ms;
+	uv_mutex_unlock(&r->signers_lock);
+}
+
+/* Defence in depth: whatever put the command in the store, one the agent
+ * would refuse (not an operator's signature, another host's, expired) goes
+ * no further. 1, or a negative error with c->reason. */
+static int check(struct relay *r, struct relay_command *c, int64_t now_ms, unsigned *fast,
+		 unsigned *full)
+{
+	c->cmd = exfleet__command__unpack(NULL, c->len, c->envelope);
+	if (!c->cmd) {
+		snprintf(c->reason, sizeof(c->reason), "not a valid envelope");
+		return UV_EINVAL;
+	}
+	if (!r->verifier)
+		return 1;
+	unsigned char digest[32];
+	int known = c->cmd->issuer_certificate.len > 0 &&
+		    c->cmd->issuer_certificate.len <= SIGN_CERT_MAX;
+	if (known)
+		SHA256(c->cmd->issuer_certificate.data, c->cmd->issuer_certificate.len, digest);
+	EVP_PKEY *key = known ? signer_find(r, digest, now_ms) : NULL;
+	int rc;
+	if (key) {
+		rc = check_with_signer(c->cmd, key, c->host_id, now_ms, c->reason,
+				       sizeof(c->reason));
+		EVP_PKEY_free(key);
+		(*fast)++;
+	} else {
+		Exfleet__CommandBody *body = NULL;
+		char signer[SIGN_OPERATOR_MAX] = "";
+		rc = sign_verify_command(r->verifier, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS,
+					 &body, signer, c->reason, sizeof(c->reason));
+		if (body)
+			exfleet__command_body__free_unpacked(body, NULL);
+		if (rc == 0 && known)
+			signer_keep(r, c->cmd, digest, now_ms);
+		(*full)++;
+	}
+	return rc == 0 ? 1 : rc;
+}
+
+static void check_work_cb(uv_work_t *req)
+{
+	struct check_work *w = req->data;
+	for (unsigned i = 0; i < w->n; i++)
+		w->verdicts[i] = check(w->r, w->cmds[i], w->now_ms, &w->fast, &w->full);
+}
+
+/* ---- the loop side ---- */
+
+/* Sends c on the host's session: 0 when it went out, -1 when the host is
+ * not online. */
+static int deliver(struct relay *r, struct relay_command *c)
 {
 	struct agent_conn *a = hostmap_get(&r->srv->sessions, c->host_id);
 	if (!a || a->state != AGENT_READY)
 		return -1;
-	Exfleet__Command *cmd = exfleet__command__unpack(NULL, c->len, c->envelope);
-	if (!cmd) {
-		log_err("relay: command %s is not a valid envelope; marked failed", c->id);
-		store_command_state(r->store, c->id, "failed");
-		return 0;
-	}
-	/* Defence in depth: whatever put it in the store, a command that the
-	 * agent would refuse (not an operator's signature, another host's,
-	 * expired) goes no further. */
-	if (r->verifier) {
-		Exfleet__CommandBody *body = NULL;
-		char signer[SIGN_OPERATOR_MAX] = "", reason[256];
-		int rc = sign_verify_command(r->verifier, cmd, c->host_id, util_now_ms(),
-					     RELAY_SKEW_MS, &body, signer, reason, sizeof(reason));
-		if (body)
-			exfleet__command_body__free_unpacked(body, NULL);
-		if (rc < 0) {
-			log_warn("relay: command %s for %s refused, not delivered: %s", c->id,
-				 c->host_id, reason);
-			store_command_state(r->store, c->id,
-					    rc == UV_ETIMEDOUT ? "expired" : "rejected");
-			exfleet__command__free_unpacked(cmd, NULL);
-			return 0;
-		}
-	}
 	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
 	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_COMMAND;
-	m.command = cmd;
-	int rc = wire_send_collector(&a->conn, &m);
-	exfleet__command__free_unpacked(cmd, NULL);
-	if (rc < 0)
+	m.command = c->cmd;
+	if (wire_send_collector(&a->conn, &m) < 0)
 		return -1;
 	log_msg(LOG_INFO, a->conn.peer, "command %s delivered", c->id);
 	store_command_state(r->store, c->id, "delivered");
@@ -61,45 +235,130 @@ static int deliver(struct relay *r, const struct relay_command *c)
 	return 0;
 }
 
-static void command_free(struct relay_command *c)
+static void waiting_add(struct relay *r, struct relay_command *c)
 {
-	free(c->envelope);
-	free(c);
-}
-
-/* Delivers or expires what it can; keeps the rest in order. */
-static void relay_flush(struct relay *r, const char *only_host)
-{
-	int64_t now = util_now_ms();
-	struct relay_command **pp = &r->queued, *prev = NULL;
-	while (*pp) {
-		struct relay_command *c = *pp;
-		int gone = 0;
-		if (c->expires_ms && c->expires_ms < now) {
-			log_warn("relay: command %s for %s expired before its host was online",
-				 c->id, c->host_id);
-			store_command_state(r->store, c->id, "expired");
-			r->expired++;
-			gone = 1;
-		} else if (!only_host || strcmp(only_host, c->host_id) == 0) {
-			gone = deliver(r, c) == 0;
-		}
-		if (gone) {
-			*pp = c->next;
-			if (r->queued_tail == c)
-				r->queued_tail = prev;
+	struct relay_host *h = hostmap_get(&r->waiting, c->host_id);
+	if (!h) {
+		h = calloc(1, sizeof(*h));
+		if (!h || (snprintf(h->host_id, sizeof(h->host_id), "%s", c->host_id),
+			   hostmap_put(&r->waiting, h->host_id, h) < 0)) {
+			log_err("relay: out of memory; command %s stays queued in the store", c->id);
+			free(h);
 			r->nqueued--;
 			command_free(c);
-		} else {
-			prev = c;
-			pp = &c->next;
+			return;
+		}
+	}
+	c->next = NULL;
+	if (h->tail)
+		h->tail->next = c;
+	else
+		h->head = c;
+	h->tail = c;
+}
+
+/* Hands on the checked commands at the head of the pending list, in order:
+ * refused ones are marked, the rest delivered or kept for their host. */
+static void dispatch(struct relay *r)
+{
+	while (r->pending && !r->pending->in_check && r->pending->verdict != 0) {
+		struct relay_command *c = r->pending;
+		r->pending = c->next;
+		if (!r->pending)
+			r->pending_tail = NULL;
+		if (c->verdict < 0) {
+			log_warn("relay: command %s for %s refused, not delivered: %s", c->id,
+				 c->host_id, c->reason);
+			store_command_state(r->store, c->id,
+					    !c->cmd			 ? "failed"
+					    : c->verdict == UV_ETIMEDOUT ? "expired"
+									 : "rejected");
+			r->rejected++;
+			r->nqueued--;
+			command_free(c);
+			continue;
+		}
+		/* A host's earlier commands that wait for it go first. */
+		if (!hostmap_get(&r->waiting, c->host_id) && deliver(r, c) == 0) {
+			r->nqueued--;
+			command_free(c);
+			continue;
+		}
+		waiting_add(r, c);
+	}
+}
+
+/* Once closed and nothing is being checked: what the checks share. */
+static void checks_free(struct relay *r)
+{
+	for (int i = 0; i < RELAY_SIGNERS; i++) {
+		EVP_PKEY_free(r->signers[i].key);
+		r->signers[i].key = NULL;
+	}
+	uv_mutex_destroy(&r->signers_lock);
+	sign_verifier_free(r->verifier);
+	r->verifier = NULL;
+}
+
+static void check_after_cb(uv_work_t *req, int status)
+{
+	struct check_work *w = req->data;
+	struct relay *r = w->r;
+	r->checking--;
+	r->fast_checks += w->fast;
+	r->full_checks += w->full;
+	for (unsigned i = 0; i < w->n; i++) {
+		w->cmds[i]->verdict = w->verdicts[i];
+		w->cmds[i]->in_check = 0;
+		if (r->closing)
+			command_free(w->cmds[i]);
+	}
+	free(w);
+	if (!r->closing)
+		dispatch(r);
+	else if (r->checking == 0)
+		checks_free(r);
+}
+
+/* Puts the commands not yet sent for checking on the thread pool. */
+static void check_start(struct relay *r, struct relay_command *from)
+{
+	int64_t now = util_now_ms();
+	for (struct relay_command *c = from; c;) {
+		struct check_work *w = calloc(1, sizeof(*w));
+		if (!w) {
+			/* Checked here instead: slower, never skipped. */
+			unsigned fast = 0, full = 0;
+			for (; c; c = c->next)
+				c->verdict = check(r, c, now, &fast, &full);
+			dispatch(r);
+			return;
+		}
+		w->r = r;
+		w->now_ms = now;
+		w->req.data = w;
+		while (c && w->n < CHECK_CHUNK) {
+			c->in_check = 1;
+			w->cmds[w->n++] = c;
+			c = c->next;
+		}
+		r->checking++;
+		if (uv_queue_work(r->loop, &w->req, check_work_cb, check_after_cb) < 0) {
+			check_work_cb(&w->req);
+			check_after_cb(&w->req, 0);
 		}
 	}
 }
 
+struct take {
+	struct relay *r;
+	struct relay_command *first; /* the first taken this time */
+};
+
 static void take_cb(const struct store_command *sc, void *arg)
 {
-	struct relay *r = arg;
+	struct take *t = arg;
+	struct relay *r = t->r;
 	if (r->nqueued >= RELAY_MAX) {
 		log_err("relay: %d commands waiting; command %s stays queued in the store",
 			RELAY_MAX, sc->command_id);
@@ -116,29 +375,79 @@ static void take_cb(const struct store_command *sc, void *arg)
 	memcpy(c->envelope, sc->envelope, sc->len);
 	c->len = sc->len;
 	/* Append: commands for a host go out in the order they were made. */
-	if (r->queued_tail)
-		r->queued_tail->next = c;
+	if (r->pending_tail)
+		r->pending_tail->next = c;
 	else
-		r->queued = c;
-	r->queued_tail = c;
+		r->pending = c;
+	r->pending_tail = c;
 	r->nqueued++;
+	if (!t->first)
+		t->first = c;
+}
+
+/* Commands whose host never came in time. */
+static void expire(struct relay *r, int64_t now)
+{
+	for (size_t i = 0; i < r->waiting.cap; i++) {
+		struct relay_host *h = r->waiting.slots[i].key ? r->waiting.slots[i].value : NULL;
+		if (!h)
+			continue;
+		struct relay_command **pp = &h->head, *prev = NULL;
+		while (*pp) {
+			struct relay_command *c = *pp;
+			if (!c->expires_ms || c->expires_ms >= now) {
+				prev = c;
+				pp = &c->next;
+				continue;
+			}
+			log_warn("relay: command %s for %s expired before its host was online", c->id,
+				 c->host_id);
+			store_command_state(r->store, c->id, "expired");
+			r->expired++;
+			r->nqueued--;
+			*pp = c->next;
+			if (h->tail == c)
+				h->tail = prev;
+			command_free(c);
+		}
+		if (!h->head) {
+			hostmap_remove(&r->waiting, h->host_id, h);
+			free(h);
+			i--; /* the removal may have moved another entry into this slot */
+		}
+	}
 }
 
 void relay_poll(struct relay *r)
 {
-	size_t before = r->nqueued;
-	int64_t after = r->after;
-	store_queued_commands(r->store, &r->after, take_cb, r);
+	if (r->closing)
+		return;
+	struct take t = {r, NULL};
+	store_queued_commands(r->store, &r->after, take_cb, &t);
+	if (t.first)
+		check_start(r, t.first);
 	int64_t now = util_now_ms();
-	if (r->after != after || r->nqueued != before || now - r->last_flush_ms >= EXPIRE_MS) {
+	if (now - r->last_flush_ms >= EXPIRE_MS) {
 		r->last_flush_ms = now;
-		relay_flush(r, NULL);
+		expire(r, now);
 	}
 }
 
 void relay_host_ready(struct relay *r, const char *host_id)
 {
-	relay_flush(r, host_id);
+	struct relay_host *h = hostmap_get(&r->waiting, host_id);
+	if (!h)
+		return;
+	while (h->head) {
+		struct relay_command *c = h->head;
+		if (deliver(r, c) < 0)
+			return;
+		h->head = c->next;
+		r->nqueued--;
+		command_free(c);
+	}
+	hostmap_remove(&r->waiting, h->host_id, h);
+	free(h);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -151,6 +460,9 @@ void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct sto
 	memset(r, 0, sizeof(*r));
 	r->srv = srv;
 	r->store = store;
+	r->loop = loop;
+	hostmap_init(&r->waiting);
+	uv_mutex_init(&r->signers_lock);
 	uv_timer_init(loop, &r->timer);
 	r->timer.data = r;
 	uv_timer_start(&r->timer, timer_cb, 0, POLL_MS);
@@ -158,13 +470,30 @@ void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct sto
 
 void relay_close(struct relay *r)
 {
+	r->closing = 1;
 	uv_timer_stop(&r->timer);
 	uv_close((uv_handle_t *)&r->timer, NULL);
-	while (r->queued) {
-		struct relay_command *next = r->queued->next;
-		command_free(r->queued);
-		r->queued = next;
+	/* What is being checked belongs to its work item until it ends. */
+	while (r->pending) {
+		struct relay_command *next = r->pending->next;
+		if (!r->pending->in_check)
+			command_free(r->pending);
+		r->pending = next;
 	}
-	r->queued_tail = NULL;
+	r->pending_tail = NULL;
+	for (size_t i = 0; i < r->waiting.cap; i++) {
+		struct relay_host *h = r->waiting.slots[i].key ? r->waiting.slots[i].value : NULL;
+		if (!h)
+			continue;
+		while (h->head) {
+			struct relay_command *next = h->head->next;
+			command_free(h->head);
+			h->head = next;
+		}
+		free(h);
+	}
+	hostmap_free(&r->waiting);
 	r->nqueued = 0;
+	if (!r->checking)
+		checks_free(r);
 }

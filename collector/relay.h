@@ -3,14 +3,24 @@
  * collector never creates or alters a command, it only carries the
  * envelope an operator made, after checking its signature as the agent
  * will (a command the agent would refuse is marked rejected here). States: queued -> delivered -> succeeded,
- * failed, rejected (the agent's result) or expired (never delivered in time). */
+ * failed, rejected (the agent's result) or expired (never delivered in time).
+ *
+ * The checks run on libuv's thread pool, a chunk of commands per work
+ * item, so that a wave of thousands neither blocks the loop nor waits for
+ * one core; commands still leave in the order they were taken. An operator
+ * certificate that passed the full check is trusted for a minute: the
+ * commands of a wave after the first cost one signature check each. */
 #ifndef EXFLEET_RELAY_H
 #define EXFLEET_RELAY_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
 #include <uv.h>
+
+#include "exfleet.pb-c.h"
+#include "hostmap.h"
 
 struct server;
 struct sign_verifier;
@@ -22,19 +32,40 @@ struct relay_command {
 	int64_t expires_ms;
 	uint8_t *envelope;      /* encoded Exfleet__Command */
 	size_t len;
+	Exfleet__Command *cmd;  /* decoded by the check */
+	int verdict;            /* 0: not checked yet; 1: deliverable; < 0: refused */
+	int in_check;           /* on the thread pool: the work item's until it ends */
+	char reason[200];       /* why it was refused */
 	struct relay_command *next;
 };
+
+/* An operator certificate that passed sign_verify_command, by the SHA-256
+ * of its DER. */
+struct relay_signer {
+	unsigned char digest[32];
+	EVP_PKEY *key;
+	int64_t checked_ms;
+};
+
+#define RELAY_SIGNERS 8
 
 struct relay {
 	struct server *srv;
 	struct store *store;
-	struct relay_command *queued, *queued_tail;
-	size_t nqueued;
+	uv_loop_t *loop;
+	/* Taken from the store, in order; the head leaves once checked. */
+	struct relay_command *pending, *pending_tail;
+	struct hostmap waiting;  /* host id -> struct relay_host: checked, host offline */
+	size_t nqueued;          /* pending and waiting */
+	unsigned checking;       /* work items on the thread pool */
+	int closing;
 	int64_t after;          /* store row of the newest command taken */
 	int64_t last_flush_ms;
 	uv_timer_t timer;       /* picks up new commands, expires old ones */
-	struct sign_verifier *verifier; /* NULL: delivered unchecked */
-	uint64_t delivered, expired;
+	struct sign_verifier *verifier; /* NULL: delivered unchecked; freed by relay_close */
+	uv_mutex_t signers_lock;
+	struct relay_signer signers[RELAY_SIGNERS];
+	uint64_t delivered, expired, rejected, fast_checks, full_checks;
 };
 
 void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct store *store);
@@ -42,6 +73,8 @@ void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct sto
 void relay_poll(struct relay *r);
 /* host_id was just welcomed: its queued commands go out now. */
 void relay_host_ready(struct relay *r, const char *host_id);
+/* Stops; commands still being checked are freed when their check ends,
+ * and the verifier with the last of them. */
 void relay_close(struct relay *r);
 
 #endif

@@ -513,9 +513,7 @@ void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv))
 	srv->stopped_cb = stopped_cb;
 	uv_close((uv_handle_t *)&srv->listener, NULL);
 	uv_timer_stop(&srv->sweep);
-	relay_close(&srv->relay);
-	sign_verifier_free(srv->relay.verifier);
-	srv->relay.verifier = NULL;
+	relay_close(&srv->relay); /* frees the verifier once no check uses it */
 	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
 		next = a->next;
 		tls_conn_close(&a->conn, LOG_DEBUG, "collector stopping");

@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "hostmap.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -107,6 +108,9 @@ enum {
 	ST_PRUNE_AGE,
 	ST_PRUNE_HOSTS,
 	ST_PRUNE_HOST,
+	ST_AUDIT_LAST,
+	ST_AUDIT_INSERT,
+	ST_COMMAND_ACTION,
 	ST_COUNT
 };
 
@@ -190,6 +194,11 @@ static const char *const statements[ST_COUNT] = {
 	[ST_PRUNE_HOST] =
 		"DELETE FROM events WHERE host_id = ?1 AND seq < (SELECT seq FROM events"
 		" WHERE host_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)",
+	[ST_AUDIT_LAST] = "SELECT hash FROM audit ORDER BY id DESC LIMIT 1",
+	[ST_AUDIT_INSERT] =
+		"INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_COMMAND_ACTION] = "SELECT action FROM commands WHERE command_id = ?1",
 };
 
 #define PRUNE_CHUNK 20000
@@ -300,6 +309,30 @@ static int audit_append(sqlite3 *db, int64_t at, const char *actor, const char *
 	sqlite3_bind_text(s, 6, hash, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* audit_append on the writer's connection, with its prepared statements:
+ * a wave of commands is thousands of entries. */
+static int writer_audit(struct store *st, int64_t at, const char *actor, const char *action,
+			const char *detail)
+{
+	char prev[65] = AUDIT_GENESIS, hash[65];
+	sqlite3_stmt *s = st->st[ST_AUDIT_LAST];
+	if (sqlite3_step(s) == SQLITE_ROW)
+		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	store_audit_hash(prev, at, actor, action, detail, hash);
+	s = st->st[ST_AUDIT_INSERT];
+	sqlite3_bind_int64(s, 1, at);
+	sqlite3_bind_text(s, 2, actor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, prev, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, hash, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -584,21 +617,33 @@ static int write_result(struct store *st, const struct store_write *w,
 			      "reason", r->reason);
 	char *detail = d ? json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(d);
-	int rc = audit_append(st->wdb, w->received_ms, w->host_id, "command.result", detail);
+	int rc = writer_audit(st, w->received_ms, w->host_id, "command.result", detail);
 	free(detail);
 	return rc;
 }
 
 /* Can this message change the host's status? Snapshots and results can; so
  * can events the rules look at. */
-static int affects_status(const struct store *st, const Exfleet__AgentMessage *m)
+static int affects_status(struct store *st, const Exfleet__AgentMessage *m)
 {
 	if (!m)
 		return 0;
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_SNAPSHOT:
-	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT:
 		return 1;
+	case EXFLEET__AGENT_MESSAGE__MSG_COMMAND_RESULT: {
+		/* A RESCAN's result changes nothing the rules read (they look
+		 * only at repairs in flight and done): a fleet-wide RESCAN
+		 * must not classify every host again. */
+		sqlite3_stmt *s = st->st[ST_COMMAND_ACTION];
+		int rescan = 0;
+		sqlite3_bind_text(s, 1, m->command_result->command_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			rescan = strcmp((const char *)sqlite3_column_text(s, 0), "RESCAN") == 0;
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		return !rescan;
+	}
 	case EXFLEET__AGENT_MESSAGE__MSG_EVENTS:
 		for (size_t i = 0; i < m->events->n_events; i++) {
 			const Exfleet__Event *e = m->events->events[i];
@@ -884,7 +929,7 @@ static int write_one(struct store *st, struct store_write *w)
 		snprintf(detail, sizeof(detail), "{\"command_id\":\"%s\"}", w->command_id);
 		char action[32];
 		snprintf(action, sizeof(action), "command.%s", w->command_state);
-		return audit_append(st->wdb, w->received_ms, "collector", action, detail);
+		return writer_audit(st, w->received_ms, "collector", action, detail);
 	}
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
@@ -959,16 +1004,19 @@ static void writer_commit(struct store *st, struct store_write *batch)
 		}
 		/* Each host whose records can change its status, once per batch. */
 		int64_t now = util_now_ms();
+		struct hostmap seen;
+		hostmap_init(&seen);
 		for (struct store_write *w = batch; w && rc == 0; w = w->next) {
-			if (w->status < 0 || !affects_status(st, w->msg))
+			if (w->status < 0 || hostmap_get(&seen, w->host_id) ||
+			    !affects_status(st, w->msg))
 				continue;
-			int seen = 0;
-			for (struct store_write *o = batch; o != w && !seen; o = o->next)
-				seen = o->status == 0 && affects_status(st, o->msg) &&
-				       strcmp(o->host_id, w->host_id) == 0;
-			if (!seen)
-				rc = update_status(st, w->host_id, now);
+			if (hostmap_put(&seen, w->host_id, w) < 0) {
+				rc = -1;
+				break;
+			}
+			rc = update_status(st, w->host_id, now);
 		}
+		hostmap_free(&seen);
 		if (rc == 0 && exec(st->wdb, "COMMIT", why, sizeof(why)) == 0)
 			break;
 		int code = sqlite3_extended_errcode(st->wdb);
