@@ -229,7 +229,7 @@ static void submit(struct agent_conn *a, Exfleet__AgentMessage *m)
 void server_committed(struct store_write *w, void *arg)
 {
 	struct server *srv = arg;
-	struct agent_conn *a = hostmap_get(&srv->sessions, w->host_id);
+	struct agent_conn *a = w->msg ? hostmap_get(&srv->sessions, w->host_id) : NULL;
 	if (w->status == 0 && a && a->state == AGENT_READY && w->highest_seq > a->acked) {
 		Exfleet__Ack ack = EXFLEET__ACK__INIT;
 		ack.sequence = w->highest_seq;

@@ -1087,7 +1087,10 @@ static void async_cb(uv_async_t *a)
 	while (w) {
 		struct store_write *next = w->next;
 		st->pending--;
-		if (st->committed_cb && w->msg)
+		/* Every write, also a command's state or a retention pass: the
+		 * queue's depth falls with each, and whoever paused on it must
+		 * hear that it did. */
+		if (st->committed_cb)
 			st->committed_cb(w, st->arg);
 		if (w->msg)
 			exfleet__agent_message__free_unpacked(w->msg, NULL);

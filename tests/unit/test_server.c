@@ -268,10 +268,10 @@ static int setup(void **state)
 	snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
 	snprintf(db_path, sizeof(db_path), "%s/collector.db", dir);
 	assert_int_equal(pki_init(pki_dir, PKI_ALGO_ECDSA_P256, 0, err, sizeof(err)), 0);
-	const char *agents[] = {"GOOD01", "BAD01", "BAD02", "BAD03", "BAD04"};
+	const char *agents[] = {"GOOD01", "BAD01", "BAD02", "BAD03", "BAD04", "FRESH01"};
 	struct pki_issue_opts o = {.role = PKI_ROLE_COLLECTOR, .name = "localhost"};
 	assert_int_equal(pki_issue(pki_dir, &o, NULL, err, sizeof(err)), 0);
-	for (size_t i = 0; i < 5; i++) {
+	for (size_t i = 0; i < sizeof(agents) / sizeof(agents[0]); i++) {
 		struct pki_issue_opts a = {.role = PKI_ROLE_AGENT, .name = agents[i]};
 		assert_int_equal(pki_issue(pki_dir, &a, NULL, err, sizeof(err)), 0);
 	}
@@ -667,6 +667,81 @@ static void test_relay_delivers_only_what_the_agent_would_accept(void **state)
 	EVP_PKEY_free(agent_key);
 }
 
+/* Sessions that stopped reading because the store was behind read again
+ * once it caught up, also when the last writes were the relay's (a wave's
+ * "delivered" marks, which are no agent's records). */
+static void test_sessions_resume_after_a_relay_burst(void **state)
+{
+	struct world w;
+	world_start(&w);
+	w.cfg.store_queue_high = 8;
+	w.cfg.store_queue_low = 2;
+	SSL_CTX *ctx = agent_ctx("FRESH01");
+	struct client good;
+	connect_client(&w, &good, ctx, "FRESH01");
+	run_for(&w, &good.ready, 5);
+	hello(&good, "FRESH01");
+	run_for(&w, &good.welcomed, 5);
+	welcome_and_ack(&w, &good, 1);
+
+	/* Four commands for FRESH01 in the store, which the relay will find
+	 * at its next look (the loop does not run meanwhile). */
+	X509 *alice;
+	EVP_PKEY *alice_key;
+	load_identity(PKI_ROLE_OPERATOR, "alice", &alice, &alice_key);
+	char err[512];
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	for (int i = 0; i < 4; i++) {
+		uint8_t raw[16];
+		char id[33];
+		assert_int_equal(RAND_bytes(raw, sizeof(raw)), 1);
+		util_hex(raw, sizeof(raw), id);
+		Exfleet__CommandBody body = EXFLEET__COMMAND_BODY__INIT;
+		Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
+		body.id = id;
+		body.target_host_id = "FRESH01";
+		body.issued_at_ms = util_now_ms();
+		body.expires_at_ms = body.issued_at_ms + 3600000;
+		body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
+		body.rescan = &rescan;
+		Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
+		if (sign_command(&body, alice_key, alice, &cmd, err, sizeof(err)) < 0)
+			fail_msg("%s", err);
+		uint8_t env[8192];
+		size_t len = exfleet__command__pack(&cmd, env);
+		sign_command_free(&cmd);
+		if (store_enqueue_command(w.store, id, "FRESH01", "RESCAN", "test",
+					  body.issued_at_ms, body.expires_at_ms, env, len, err,
+					  sizeof(err)) < 0)
+			fail_msg("%s", err);
+	}
+	/* Someone else holds the database: the writer waits. Records pile up
+	 * past queue_high, so sessions stop reading; the commands go out
+	 * meanwhile, each with its "delivered" write queued behind them. */
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (int i = 0; i < 10; i++)
+		events(&good, 5 + 4 * (uint64_t)i, 4);
+	int64_t end = util_now_ms() + 5000;
+	while ((!w.srv.readers_paused || good.commands < 4) && util_now_ms() < end)
+		uv_run(&w.loop, UV_RUN_ONCE);
+	assert_true(w.srv.readers_paused);
+	assert_int_equal(good.commands, 4);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	/* The store catches up: FRESH01 is read, and acknowledged, again. */
+	welcome_and_ack(&w, &good, 45);
+	assert_false(w.srv.readers_paused);
+
+	tls_conn_close(&good.conn, LOG_DEBUG, "done");
+	world_end(&w);
+	SSL_CTX_free(ctx);
+	X509_free(alice);
+	EVP_PKEY_free(alice_key);
+}
+
 int main(void)
 {
 	log_file = tmpfile();
@@ -676,6 +751,7 @@ int main(void)
 		cmocka_unit_test(test_bad_agents_cost_only_their_session),
 		cmocka_unit_test(test_storm_waits_its_turn_oldest_first),
 		cmocka_unit_test(test_relay_delivers_only_what_the_agent_would_accept),
+		cmocka_unit_test(test_sessions_resume_after_a_relay_burst),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
