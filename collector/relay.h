@@ -32,7 +32,7 @@ struct relay_command {
 	int64_t expires_ms;
 	uint8_t *envelope;      /* encoded Exfleet__Command */
 	size_t len;
-	Exfleet__Command *cmd;  /* decoded by the check */
+	Exfleet__Command *cmd;  /* decoded, during the check only */
 	int verdict;            /* 0: not checked yet; 1: deliverable; < 0: refused */
 	int in_check;           /* on the thread pool: the work item's until it ends */
 	char reason[200];       /* why it was refused */

@@ -1033,8 +1033,10 @@ static void writer_commit(struct store *st, struct store_write *batch)
 		uv_sleep(delay_ms);
 		delay_ms = delay_ms < 5000 ? delay_ms * 2 : 5000;
 	}
+	/* Only agents' records are acknowledged: a command's state or a
+	 * retention pass needs no sequence. */
 	for (struct store_write *w = batch; w; w = w->next)
-		if (w->status == 0)
+		if (w->status == 0 && w->msg)
 			w->highest_seq = writer_highest(st, w->host_id);
 }
 
