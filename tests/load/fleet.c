@@ -812,13 +812,11 @@ static void agent_connect(struct lg_agent *a)
 	if (a->conn.state != TLS_CONNECTING)
 		return; /* already closing: conn_close_cb follows */
 	/* The handshake starts in connect_cb, on a later loop turn: until then
-	 * the SSL object takes this agent's identity. */
-	if (SSL_use_certificate(a->conn.ssl, a->cert) != 1 ||
-	    SSL_use_PrivateKey(a->conn.ssl, f->key) != 1 ||
-	    (a->session && !f->o->no_resume && SSL_set_session(a->conn.ssl, a->session) != 1)) {
+	 * the SSL object takes this agent's session (its certificate is handed
+	 * over only when the collector asks for it: client_cert_cb). */
+	if (a->session && !f->o->no_resume && SSL_set_session(a->conn.ssl, a->session) != 1) {
 		ERR_clear_error();
-		agent_close(a, LG_FAIL_SETUP, LOG_ERR,
-		            "cannot use the agent's certificate and key");
+		agent_close(a, LG_FAIL_SETUP, LOG_ERR, "cannot offer the agent's session");
 		return;
 	}
 	uv_timer_start(&a->timer, connect_timeout_cb, CONNECT_TIMEOUT_MS, 0);
@@ -1175,6 +1173,24 @@ static void fleet_finish(struct fleet *f, int goal)
 	}
 }
 
+/* The collector asks for a certificate (a full handshake): this agent's.
+ * A resumed one does not, and costs the load generator nothing here: a
+ * real agent's certificate is its context's, set once. */
+static int client_cert_cb(SSL *ssl, X509 **cert, EVP_PKEY **key)
+{
+	struct tls_conn *c = SSL_get_app_data(ssl);
+	struct lg_agent *a = c ? c->data : NULL;
+	if (!a || X509_up_ref(a->cert) != 1)
+		return 0;
+	if (EVP_PKEY_up_ref(a->fleet->key) != 1) {
+		X509_free(a->cert);
+		return 0;
+	}
+	*cert = a->cert;
+	*key = a->fleet->key;
+	return 1;
+}
+
 /* The client context, as tls_ctx_new makes one, without a certificate:
  * each connection gets its agent's. */
 static int client_ctx(const struct lg_options *o, SSL_CTX **out, char *err, size_t errlen)
@@ -1196,6 +1212,7 @@ static int client_ctx(const struct lg_options *o, SSL_CTX **out, char *err, size
 	else
 		tls_ctx_keep_sessions(ctx);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_client_cert_cb(ctx, client_cert_cb);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", o->pki_dir);
 	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
 		ERR_clear_error();
