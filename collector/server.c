@@ -460,6 +460,9 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 	srv->ticket_refresh_ms = tls_ctx_ticket_lifetime_ms(tls) / 2;
 	srv->limits.max_frame = cfg->max_frame;
 	srv->limits.handshake_timeout_ms = cfg->handshake_timeout_ms;
+	/* The loop moves bytes; handshakes run on the thread pool, on every
+	 * core, when a fleet reconnects at once. */
+	srv->limits.offload_handshake = 1;
 	srv->limits.write_max = cfg->write_queue_max;
 	if (srv->limits.write_high > cfg->write_queue_max / 2) {
 		srv->limits.write_high = cfg->write_queue_max / 2;

@@ -31,6 +31,7 @@ void tls_limits_default(struct tls_limits *l)
 	l->write_low = 256u << 10;
 	l->write_max = 8u << 20;
 	l->handshake_timeout_ms = 10000;
+	l->offload_handshake = 0;
 }
 
 /* The first error on OpenSSL's queue, as text; clears the queue. */
@@ -61,6 +62,7 @@ struct ticket_key {
 };
 
 struct ticket_keys {
+	uv_mutex_t lock;          /* handshakes may run on the thread pool */
 	char path[1024];
 	uint64_t rotation_ms;
 	int n;                    /* keys held: 1 or 2 */
@@ -75,6 +77,7 @@ static void ticket_keys_free_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int
 {
 	if (!ptr)
 		return;
+	uv_mutex_destroy(&((struct ticket_keys *)ptr)->lock);
 	OPENSSL_cleanse(ptr, sizeof(struct ticket_keys));
 	free(ptr);
 }
@@ -226,37 +229,49 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
 			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
 	struct ticket_keys *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_idx);
-	const struct ticket_key *k = NULL;
-	int rc = 1;
+	struct ticket_key k;
+	int rc = 1, found = 0;
 	if (!t)
 		return -1;
+	/* A copy, so that a rotation on another thread changes nothing under us. */
+	uv_mutex_lock(&t->lock);
 	if (enc) {
 		ticket_keys_rotate(t, util_now_ms());
-		k = &t->key[0];
-		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
-			return -1;
-		memcpy(key_name, k->name, sizeof(k->name));
-		if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
-			return -1;
+		k = t->key[0];
+		found = 1;
 	} else {
-		for (int i = 0; i < t->n && !k; i++) {
+		for (int i = 0; i < t->n && !found; i++) {
 			if (memcmp(key_name, t->key[i].name, sizeof(t->key[i].name)) == 0) {
-				k = &t->key[i];
+				k = t->key[i];
+				found = 1;
 				rc = i == 0 ? 1 : 2; /* sealed with the old key: a new ticket */
 			}
 		}
-		if (!k)
-			return 0; /* a key we no longer hold: a full handshake */
-		if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
-			return -1;
 	}
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
-						  sizeof(k->hmac)),
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-	return EVP_MAC_CTX_set_params(hctx, params) == 1 ? rc : -1;
+	uv_mutex_unlock(&t->lock);
+	if (!found)
+		return 0; /* a key we no longer hold: a full handshake */
+	if (enc) {
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+			rc = -1;
+		else
+			memcpy(key_name, k.name, sizeof(k.name));
+	}
+	if (rc > 0 && (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)
+			   : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)) != 1)
+		rc = -1;
+	if (rc > 0) {
+		OSSL_PARAM params[] = {
+			OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac,
+							  sizeof(k.hmac)),
+			OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+			OSSL_PARAM_construct_end(),
+		};
+		if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+			rc = -1;
+	}
+	OPENSSL_cleanse(&k, sizeof(k));
+	return rc;
 }
 
 /* A resumed session skips certificate verification, so what can have
@@ -330,6 +345,7 @@ int tls_ctx_enable_tickets(SSL_CTX *ctx, const char *keys_file, uint64_t rotatio
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	uv_mutex_init(&t->lock);
 	snprintf(t->path, sizeof(t->path), "%s", keys_file);
 	t->rotation_ms = rotation_ms ? rotation_ms : TICKET_ROTATION_DEFAULT_MS;
 	if (t->rotation_ms > TICKET_LIFETIME_MAX_S * 1000ull)
@@ -541,8 +557,18 @@ static int conn_flush(struct tls_conn *c)
 
 void tls_conn_close(struct tls_conn *c, enum log_level level, const char *fmt, ...)
 {
-	if (c->state == TLS_CLOSING)
+	if (c->state == TLS_CLOSING || c->close_held)
 		return;
+	if (c->step_busy) {
+		/* The SSL object is on the thread pool: close once it is back. */
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(c->close_reason, sizeof(c->close_reason), fmt, ap);
+		va_end(ap);
+		c->close_held = 1;
+		c->close_level = level;
+		return;
+	}
 	enum tls_state was = c->state;
 	c->state = TLS_CLOSING;
 	va_list ap;
@@ -575,23 +601,28 @@ void tls_conn_close(struct tls_conn *c, enum log_level level, const char *fmt, .
 	conn_close_handles(c);
 }
 
-static void conn_handshake_failed(struct tls_conn *c)
+/* Why a handshake failed, from this thread's OpenSSL error queue. */
+static void handshake_failure(struct tls_conn *c, char *why, size_t len)
 {
-	char why[256];
 	long verify = SSL_get_verify_result(c->ssl);
 	unsigned long e = ERR_peek_error();
 	if (verify != X509_V_OK) {
-		snprintf(why, sizeof(why), "certificate rejected: %s",
-			 X509_verify_cert_error_string(verify));
+		snprintf(why, len, "certificate rejected: %s", X509_verify_cert_error_string(verify));
 		ERR_clear_error();
 	} else if (ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST ||
 		   ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER ||
 		   ERR_GET_REASON(e) == SSL_R_UNKNOWN_PROTOCOL) {
-		snprintf(why, sizeof(why), "not a TLS client (plaintext or HTTP)");
+		snprintf(why, len, "not a TLS client (plaintext or HTTP)");
 		ERR_clear_error();
 	} else {
-		ssl_error_text(why, sizeof(why));
+		ssl_error_text(why, len);
 	}
+}
+
+static void conn_handshake_failed(struct tls_conn *c)
+{
+	char why[256];
+	handshake_failure(c, why, sizeof(why));
 	tls_conn_close(c, LOG_WARN, "TLS handshake failed: %s", why);
 }
 
@@ -672,8 +703,64 @@ static void conn_read_frames(struct tls_conn *c)
 		conn_flush(c);
 }
 
+static void step_work_cb(uv_work_t *req)
+{
+	struct tls_conn *c = req->data;
+	ERR_clear_error();
+	c->step_rc = SSL_do_handshake(c->ssl);
+	c->step_err = c->step_rc == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, c->step_rc);
+	if (c->step_rc != 1 && c->step_err != SSL_ERROR_WANT_READ &&
+	    c->step_err != SSL_ERROR_WANT_WRITE)
+		handshake_failure(c, c->step_why, sizeof(c->step_why));
+	ERR_clear_error();
+}
+
+static void step_after_cb(uv_work_t *req, int status)
+{
+	struct tls_conn *c = req->data;
+	c->step_busy = 0;
+	c->paused &= ~(unsigned)TLS_PAUSE_STEP;
+	if (c->close_held) {
+		char reason[sizeof(c->close_reason)];
+		snprintf(reason, sizeof(reason), "%s", c->close_reason);
+		c->close_held = 0;
+		tls_conn_close(c, c->close_level, "%s", reason);
+		return;
+	}
+	if (c->step_rc == 1) {
+		if (conn_flush(c) < 0)
+			return;
+		conn_verified(c);
+		if (c->state == TLS_READY) {
+			update_reading(c);
+			conn_read_frames(c);
+		}
+		return;
+	}
+	if (c->step_err != SSL_ERROR_WANT_READ && c->step_err != SSL_ERROR_WANT_WRITE) {
+		tls_conn_close(c, LOG_WARN, "TLS handshake failed: %s", c->step_why);
+		return;
+	}
+	if (conn_flush(c) == 0)
+		update_reading(c);
+}
+
 static void conn_pump(struct tls_conn *c)
 {
+	if (c->state == TLS_HANDSHAKE && c->step_busy)
+		return;
+	if (c->state == TLS_HANDSHAKE && c->limits.offload_handshake) {
+		/* Not read meanwhile: the memory BIOs are the step's. */
+		c->step.data = c;
+		c->step_busy = 1;
+		c->paused |= TLS_PAUSE_STEP;
+		update_reading(c);
+		if (uv_queue_work(c->tcp.loop, &c->step, step_work_cb, step_after_cb) == 0)
+			return;
+		step_work_cb(&c->step);
+		step_after_cb(&c->step, 0);
+		return;
+	}
 	if (c->state == TLS_HANDSHAKE) {
 		ERR_clear_error();
 		int rc = SSL_do_handshake(c->ssl);

@@ -59,6 +59,7 @@ enum tls_state {
 enum {
 	TLS_PAUSE_WRITE = 1, /* our queue to the peer is above the high mark */
 	TLS_PAUSE_OWNER = 2, /* the owner asked (e.g. its store is behind) */
+	TLS_PAUSE_STEP = 4,  /* a handshake step is on the thread pool */
 };
 
 struct tls_limits {
@@ -67,6 +68,10 @@ struct tls_limits {
 	size_t write_low;           /* resume at or below this */
 	size_t write_max;           /* close the session above this */
 	uint64_t handshake_timeout_ms;
+	/* Server: each handshake step runs on libuv's thread pool, so the
+	 * loop only moves bytes while thousands of agents reconnect; the
+	 * connection is not read, and a close waits, until its step is done. */
+	int offload_handshake;
 };
 
 void tls_limits_default(struct tls_limits *l);
@@ -116,6 +121,12 @@ struct tls_conn {
 	int64_t ticket_ms;     /* server: when this session's last ticket was sent */
 	char close_reason[200];
 	uint64_t frames_in, frames_out;
+	/* offload_handshake: the step in flight, and a close that waits for it */
+	uv_work_t step;
+	int step_busy, step_rc, step_err;
+	int close_held;
+	enum log_level close_level;
+	char step_why[200];
 };
 
 /* Server side: accepts one pending connection from server. */

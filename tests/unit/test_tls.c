@@ -145,6 +145,8 @@ static SSL_CTX *make_ctx(int server, const char *dir, enum pki_role role, const 
 	return ctx;
 }
 
+static int offload; /* the server's handshakes run on the thread pool */
+
 static void world_start(struct world *w, SSL_CTX *server_ctx)
 {
 	memset(w, 0, sizeof(*w));
@@ -152,6 +154,7 @@ static void world_start(struct world *w, SSL_CTX *server_ctx)
 	assert_int_equal(uv_loop_init(&w->loop), 0);
 	w->server_ctx = server_ctx;
 	tls_limits_default(&w->server_limits);
+	w->server_limits.offload_handshake = offload;
 	uv_tcp_init(&w->loop, &w->listener);
 	w->listener.data = w;
 	struct sockaddr_in addr;
@@ -827,6 +830,43 @@ static void test_ticket_keys_must_be_private(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/* The same handshakes, refusals and resumption with the server's steps on
+ * libuv's thread pool, as the collector runs them. */
+static void test_handshakes_on_the_thread_pool(void **state)
+{
+	offload = 1;
+	test_mutual_handshake_and_frames(state);
+	test_refuses_revoked_certificate(state);
+	test_refuses_certificate_from_another_ca(state);
+	test_plaintext_and_http_clients_harm_no_one(state);
+	test_resumes_after_restart(state);
+	test_revoked_agent_cannot_resume(state);
+	offload = 0;
+}
+
+/* A server that closes while a step is on the thread pool closes once it
+ * is back: nothing frees what the step uses. */
+static void test_close_during_a_step(void **state)
+{
+	offload = 1;
+	for (int i = 0; i < 20; i++) {
+		struct world w;
+		world_start(&w, collector_ctx());
+		memset(&client_side, 0, sizeof(client_side));
+		SSL_CTX *actx = agent_ctx("EXCH01");
+		client_connect(&w, actx, "collector.test", &client_side, NULL);
+		/* Run until the server has accepted and its first step is
+		 * (probably) on the pool, then end the world at once. */
+		while (w.accepted == 0)
+			uv_run(&w.loop, UV_RUN_ONCE);
+		for (int k = 0; k < i % 5; k++)
+			uv_run(&w.loop, UV_RUN_NOWAIT);
+		world_end(&w);
+		SSL_CTX_free(actx);
+	}
+	offload = 0;
+}
+
 int main(void)
 {
 	log_init(stderr, getenv("EXFLEET_TEST_DEBUG") ? LOG_DEBUG : LOG_ERR);
@@ -847,6 +887,8 @@ int main(void)
 		cmocka_unit_test(test_revoked_agent_cannot_resume),
 		cmocka_unit_test(test_ticket_keys_rotate),
 		cmocka_unit_test(test_ticket_keys_must_be_private),
+		cmocka_unit_test(test_handshakes_on_the_thread_pool),
+		cmocka_unit_test(test_close_during_a_step),
 	};
 	return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
