@@ -62,11 +62,16 @@ int64_t lg_commands_sign_cost_us(const struct pki_ca *ca, EVP_PKEY *key)
 	X509 *cert = operator_cert(ca, key, err, sizeof(err));
 	if (!cert)
 		return 1000;
+	/* A few, the first of which warms up what later ones reuse. */
+	int rc = 0;
 	uint64_t t0 = uv_hrtime();
-	int rc = sign_one("TRIAL", "00000000000000000000000000000000", util_now_ms(), key, cert,
-	                  &env, &len, err, sizeof(err));
-	int64_t us = (int64_t)(uv_hrtime() - t0) / 1000;
-	free(env);
+	for (int i = 0; i < 16 && rc == 0; i++) {
+		rc = sign_one("TRIAL", "00000000000000000000000000000000", util_now_ms(), key,
+		              cert, &env, &len, err, sizeof(err));
+		free(env);
+		env = NULL;
+	}
+	int64_t us = (int64_t)(uv_hrtime() - t0) / 1000 / 16;
 	X509_free(cert);
 	return rc == 0 ? us : 1000;
 }
