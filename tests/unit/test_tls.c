@@ -830,6 +830,75 @@ static void test_ticket_keys_must_be_private(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/* A long session gets a fresh ticket from its server (tls_conn_new_ticket),
+ * and that one resumes too. */
+static struct test_conn *ticket_server;
+
+static void refresh_ready_cb(struct tls_conn *c)
+{
+	side_ready_cb(c);
+	ticket_server = c->data;
+}
+
+static const struct tls_conn_ops refresh_ops = {.ready_cb = refresh_ready_cb,
+						.frame_cb = side_frame_cb,
+						.close_cb = side_close_cb};
+
+static void on_refresh_connection(uv_stream_t *server, int status)
+{
+	struct world *w = server->data;
+	struct test_conn *t = calloc(1, sizeof(*t));
+	t->side = &w->server[w->accepted++];
+	t->w = w;
+	t->conn.data = t;
+	tls_conn_accept(&t->conn, server, w->server_ctx, &w->server_limits, &refresh_ops);
+}
+
+static int cond_two_tickets(struct world *w)
+{
+	return client_side.tickets >= 2 || client_side.closed;
+}
+
+static void test_fresh_ticket_for_a_long_session(void **state)
+{
+	snprintf(tickets_file, sizeof(tickets_file), "%s/tickets-refresh", top_dir);
+	struct world w;
+	world_start(&w, ticket_collector_ctx(0));
+	uv_close((uv_handle_t *)&w.listener, NULL);
+	uv_run(&w.loop, UV_RUN_NOWAIT);
+	uv_tcp_init(&w.loop, &w.listener);
+	w.listener.data = &w;
+	struct sockaddr_in addr;
+	uv_ip4_addr("127.0.0.1", w.port, &addr);
+	assert_int_equal(uv_tcp_bind(&w.listener, (struct sockaddr *)&addr, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&w.listener, 8, on_refresh_connection), 0);
+	memset(&client_side, 0, sizeof(client_side));
+	ticket_server = NULL;
+	keep_sessions = 1;
+	SSL_CTX *actx = agent_ctx("EXCH01");
+	client_connect(&w, actx, "collector.test", &client_side, NULL);
+	run_until(&w, cond_ticket);
+	assert_non_null(ticket_server);
+	assert_int_equal(client_side.tickets, 1);
+	int64_t first = ticket_server->conn.ticket_ms;
+	uv_sleep(5);
+	assert_int_equal(tls_conn_new_ticket(&ticket_server->conn), 0);
+	assert_true(ticket_server->conn.ticket_ms > first);
+	run_until(&w, cond_two_tickets);
+	assert_false(client_side.closed);
+	SSL_SESSION *fresh = client_side.session;
+	client_side.session = NULL;
+	world_end(&w);
+	SSL_CTX_free(actx);
+	keep_sessions = 0;
+
+	struct side server;
+	SSL_SESSION *next = session_with(ticket_collector_ctx(0), "EXCH01", fresh, &server, 1);
+	assert_true(server.resumed);
+	SSL_SESSION_free(next);
+	SSL_SESSION_free(fresh);
+}
+
 /* The same handshakes, refusals and resumption with the server's steps on
  * libuv's thread pool, as the collector runs them. */
 static void test_handshakes_on_the_thread_pool(void **state)
@@ -887,6 +956,7 @@ int main(void)
 		cmocka_unit_test(test_revoked_agent_cannot_resume),
 		cmocka_unit_test(test_ticket_keys_rotate),
 		cmocka_unit_test(test_ticket_keys_must_be_private),
+		cmocka_unit_test(test_fresh_ticket_for_a_long_session),
 		cmocka_unit_test(test_handshakes_on_the_thread_pool),
 		cmocka_unit_test(test_close_during_a_step),
 	};
