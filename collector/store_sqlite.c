@@ -220,6 +220,7 @@ struct store {
 	void *arg;
 	struct status_rules rules;
 	char *auth_json;                 /* rules.auth as ["source/id", ...] */
+	char audit_last[65];             /* writer: the hash it appended last in this transaction */
 
 	uv_thread_t thread;
 	uv_mutex_t lock;
@@ -319,9 +320,15 @@ static int writer_audit(struct store *st, int64_t at, const char *actor, const c
 {
 	char prev[65] = AUDIT_GENESIS, hash[65];
 	sqlite3_stmt *s = st->st[ST_AUDIT_LAST];
-	if (sqlite3_step(s) == SQLITE_ROW)
-		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
-	sqlite3_reset(s);
+	/* Within the writer's transaction (which holds the write lock) the
+	 * last entry is the one it appended last. */
+	if (st->audit_last[0]) {
+		memcpy(prev, st->audit_last, sizeof(prev));
+	} else {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
+		sqlite3_reset(s);
+	}
 	store_audit_hash(prev, at, actor, action, detail, hash);
 	s = st->st[ST_AUDIT_INSERT];
 	sqlite3_bind_int64(s, 1, at);
@@ -333,7 +340,10 @@ static int writer_audit(struct store *st, int64_t at, const char *actor, const c
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	if (rc != SQLITE_DONE)
+		return -1;
+	memcpy(st->audit_last, hash, sizeof(hash));
+	return 0;
 }
 
 static int open_db(const char *path, sqlite3 **db, char *err, size_t errlen)
@@ -994,6 +1004,7 @@ static void writer_commit(struct store *st, struct store_write *batch)
 	unsigned delay_ms = 100;
 	for (;;) {
 		struct store_write *bad = NULL;
+		st->audit_last[0] = '\0'; /* others may have appended since */
 		int rc = exec(st->wdb, "BEGIN IMMEDIATE", why, sizeof(why));
 		for (struct store_write *w = batch; w && rc == 0; w = w->next) {
 			if (w->status < 0)

@@ -45,6 +45,10 @@ lg --agents 200 --scenario fanout --store "$WORK/collector.db" --issue-after 0.2
 results=$(sql "$WORK/collector.db" "SELECT COUNT(*) FROM commands WHERE host_id LIKE 'FAN%' AND state = 'succeeded'")
 [ "$results" = 200 ] || fail "fanout: $results of 200 commands succeeded in the store"
 echo "fanout: 200 results, p99 $(tr -d ' \n' <"$WORK/fanout.json" | grep -o '"result_acked_ms":{[^}]*' | grep -o '"p99":[0-9.]*' | cut -d: -f2) ms after issue"
+# Each delivery and each result went on the audit log, and its chain holds.
+use_operator "$WORK/pki" auditor viewer
+ctl audit verify >"$WORK/verify.out" || fail "audit verify: $(cat "$WORK/verify.out")"
+grep -q "the audit log is whole" "$WORK/verify.out" || fail "$(cat "$WORK/verify.out")"
 
 # promote: the operators' view, through the API with a viewer certificate.
 api=$(grep -o "HTTPS API for operators on [0-9.:]*" "$WORK/collector.log" | tail -n 1 | awk '{ print $NF }')
