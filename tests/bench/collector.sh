@@ -398,7 +398,7 @@ stime_runs() {
 		t1=$(date +%s.%N) c1=$(cpu_ticks "$SPID")
 		# s_time prints a letter per connection: "r" when it resumed.
 		conns=$(cat "$WORK"/stime-$kind.*.out | awk '/connections in .* real seconds/ { s += $1 } END { print s + 0 }')
-		reused=$(cat "$WORK"/stime-$kind.*.out | tr -cd r | wc -c)
+		reused=$(cat "$WORK"/stime-$kind.*.out | grep -E '^[*rtl123]+$' | tr -cd r | wc -c)
 		awk -v c="$conns" -v a="$t0" -v b="$t1" -v t="$((c1 - c0))" -v tck="$TCK" -v r="$reused" \
 			'BEGIN { printf "%.1f %.4f %d %d\n", c / (b - a), c ? t / tck * 1000 / c : 0, c, r }' >>"$WORK/stime-$kind.runs"
 	done
