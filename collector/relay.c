@@ -12,7 +12,6 @@
 #include "log.h"
 #include "sign.h"
 #include "util.h"
-#include "wire.h"
 
 /* New commands are looked for often (a scan of the rows after the last
  * one taken: cheap), the waiting ones walked for expiry once a second. */
@@ -264,8 +263,9 @@ static void waiting_add(struct relay *r, struct relay_command *c)
 	struct relay_host *h = hostmap_get(&r->waiting, c->host_id);
 	if (!h) {
 		h = calloc(1, sizeof(*h));
-		if (!h || (snprintf(h->host_id, sizeof(h->host_id), "%s", c->host_id),
-			   hostmap_put(&r->waiting, h->host_id, h) < 0)) {
+		if (h)
+			snprintf(h->host_id, sizeof(h->host_id), "%s", c->host_id);
+		if (!h || hostmap_put(&r->waiting, h->host_id, h) < 0) {
 			log_err("relay: out of memory; command %s stays queued in the store", c->id);
 			free(h);
 			r->nqueued--;
