@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -214,15 +215,22 @@ int main(int argc, char **argv)
 	}
 	char tickets[1100];
 	snprintf(tickets, sizeof(tickets), "%s.ticket-keys", cfg.store_path);
-	if (cfg.resumption &&
-	    tls_ctx_enable_tickets(tls, cfg.ticket_keys_file ? cfg.ticket_keys_file : tickets,
-				   cfg.ticket_rotation_ms, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s: [tls] %s\n", path, err);
-		goto out;
-	}
+	const char *keys_file = cfg.ticket_keys_file ? cfg.ticket_keys_file : tickets;
 	if (check) {
+		/* A check writes nothing: a ticket key file is made at the first
+		 * start, and only one that exists is checked here. */
+		if (cfg.resumption && access(keys_file, F_OK) == 0 &&
+		    util_check_private_file(keys_file, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s: [tls] ticket_keys: %s\n", path, err);
+			goto out;
+		}
 		printf("%s: OK: collector %s listening on %s\n", path, cfg.id, cfg.listen);
 		rc = 0;
+		goto out;
+	}
+	if (cfg.resumption &&
+	    tls_ctx_enable_tickets(tls, keys_file, cfg.ticket_rotation_ms, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: [tls] %s\n", path, err);
 		goto out;
 	}
 

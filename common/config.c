@@ -576,10 +576,13 @@ static int check_readable(const char *path, char *msg, size_t len)
 
 static int check_file(struct parse *p, const struct config_key *key, int line)
 {
+	/* Only a path's field holds a pointer: another type's is not read as one. */
+	if (key->type != CONFIG_PATH || !(key->flags & (CONFIG_MUST_EXIST | CONFIG_PRIVATE_KEY)))
+		return 0;
 	void *field = (char *)p->target + key->offset;
 	const char *path = *(char **)field;
 	char msg[sizeof(p->err->msg)];
-	if (!path || !(key->flags & (CONFIG_MUST_EXIST | CONFIG_PRIVATE_KEY)))
+	if (!path)
 		return 0;
 	int rc = check_readable(path, msg, sizeof(msg));
 	if (rc == 0 && (key->flags & CONFIG_PRIVATE_KEY))

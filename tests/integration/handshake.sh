@@ -36,6 +36,22 @@ for mode in --check ""; do
 		"$WORK/check.out" || fail "unexpected message: $(cat "$WORK/check.out")"
 done
 
+# The collector's --check writes nothing (no store, no ticket keys), and
+# refuses ticket keys that others may read.
+{ cat "$WORK/collector.ini"; printf '[store]\npath = check.db\n'; } >"$WORK/check.ini"
+"$BIN/exfleet-collector" --config "$WORK/check.ini" --check >"$WORK/check.out" 2>&1 ||
+	fail "collector --check: $(cat "$WORK/check.out")"
+[ ! -e "$WORK/check.db" ] && [ ! -e "$WORK/check.db.ticket-keys" ] ||
+	fail "collector --check wrote files: $(ls "$WORK")"
+[ -f "$WORK/collector.db.ticket-keys" ] || fail "the running collector has no ticket keys file"
+chmod 644 "$WORK/collector.db.ticket-keys"
+if "$BIN/exfleet-collector" --config "$WORK/collector.ini" --check >"$WORK/check.out" 2>&1; then
+	fail "collector --check accepted ticket keys others may read"
+fi
+grep -q "ticket_keys: .*collector.db.ticket-keys" "$WORK/check.out" ||
+	fail "unexpected message: $(cat "$WORK/check.out")"
+chmod 600 "$WORK/collector.db.ticket-keys"
+
 # Restart the collector: both agents reconnect on their own.
 crash "$PID_collector"
 wait_log "$WORK/EXCH01.log" "reconnecting in"
