@@ -105,7 +105,8 @@ struct ctl_api {
  * and ':'. CTL_OK, or CTL_USAGE once it has said why. */
 int ctl_api_option(struct ctl_api *api, int c, char **argv);
 /* Settles the connection settings (flags, then the config file, then the
- * defaults) and loads the certificates: CTL_OK or CTL_USAGE, reported. */
+ * defaults) and loads the certificates; refuses --json with --csv: CTL_OK
+ * or CTL_USAGE, reported. */
 int ctl_api_connect(struct ctl_api *api);
 void ctl_api_close(struct ctl_api *api);
 
@@ -122,6 +123,10 @@ int ctl_api_error(struct ctl_api *api, const char *method, const struct ctl_http
  * CTL_OK with *out, or the exit code once reported. */
 int ctl_api_get(struct ctl_api *api, const char *path, json_t **out);
 int ctl_api_post_json(struct ctl_api *api, const char *path, json_t *body, json_t **out);
+/* A list command's --limit: the newest N items, 0 for all. */
+#define CTL_LIST_DEFAULT 100
+/* Parses --limit's text into *limit: CTL_OK, or CTL_USAGE once reported. */
+int ctl_api_limit(struct ctl_api *api, const char *text, long *limit);
 /* The items of a list, following "next" page after page; at most max
  * items (0: all). path may already carry a query. */
 int ctl_api_get_items(struct ctl_api *api, const char *path, size_t max, json_t **items);

@@ -206,8 +206,21 @@ static int readable(struct ctl_api *api, const char *flag, const char *path)
 	return report(api, CTL_USAGE, "--%s %s: cannot read it: %s", flag, path, strerror(errno));
 }
 
+int ctl_api_limit(struct ctl_api *api, const char *text, long *limit)
+{
+	char *end;
+	*limit = strtol(text, &end, 10);
+	if (end == text || *end || *limit < 0)
+		return ctl_usage_error(api->what, api->help ? api->help : api->what,
+				       "--limit '%s' is not a number (0 for all)", text);
+	return CTL_OK;
+}
+
 int ctl_api_connect(struct ctl_api *api)
 {
+	if (api->json && api->csv)
+		return ctl_usage_error(api->what, api->help ? api->help : api->what,
+				       "choose one of --json and --csv");
 	int rc = load_ini(api);
 	if (rc != CTL_OK)
 		return rc;

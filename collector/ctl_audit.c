@@ -7,7 +7,6 @@
 
 #include "ctl.h"
 
-#define DEFAULT_LIMIT 100
 
 static const char audit_usage[] =
 	"usage: exfleetctl audit [--limit N] [--json | --csv] [connection]\n"
@@ -97,18 +96,14 @@ int ctl_audit(int argc, char **argv)
 					     CTL_CONN_OPTIONS,
 					     {NULL, 0, NULL, 0}};
 	struct ctl_api api = {.what = "audit", .help = "audit"};
-	long limit = DEFAULT_LIMIT;
-	char *end;
+	long limit = CTL_LIST_DEFAULT;
 	int c;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (c == 'l') {
-			limit = strtol(optarg, &end, 10);
-			if (end == optarg || *end || limit < 0)
-				return ctl_usage_error("audit", "audit",
-						       "--limit '%s' is not a number (0 for all)",
-						       optarg);
+			if (ctl_api_limit(&api, optarg, &limit) != CTL_OK)
+				return CTL_USAGE;
 		} else if (c == 'h') {
 			fputs(audit_usage, stdout);
 			return CTL_OK;
@@ -119,8 +114,6 @@ int ctl_audit(int argc, char **argv)
 	int verify = optind < argc && strcmp(argv[optind], "verify") == 0;
 	if (argc - optind != verify)
 		return ctl_usage_error("audit", "audit", "unexpected argument '%s'", argv[optind]);
-	if (api.json && api.csv)
-		return ctl_usage_error("audit", "audit", "choose one of --json and --csv");
 	if (verify && api.csv)
 		return ctl_usage_error("audit verify", "audit", "--csv applies to the list");
 	api.what = verify ? "audit verify" : "audit";

@@ -15,7 +15,6 @@
 #include "sign.h"
 #include "util.h"
 
-#define DEFAULT_LIMIT 100
 
 static const char commands_usage[] =
 	"usage: exfleetctl commands [--host ID] [--state STATE] [--limit N]\n"
@@ -158,8 +157,7 @@ int ctl_commands(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	struct ctl_api api = {.what = "commands"};
 	const char *host = NULL, *state = NULL;
-	long limit = DEFAULT_LIMIT;
-	char *end;
+	long limit = CTL_LIST_DEFAULT;
 	int c;
 	optind = 1;
 	opterr = 0;
@@ -180,11 +178,8 @@ int ctl_commands(int argc, char **argv)
 						       optarg);
 			break;
 		case 'l':
-			limit = strtol(optarg, &end, 10);
-			if (end == optarg || *end || limit < 0)
-				return ctl_usage_error("commands", "commands",
-						       "--limit '%s' is not a number (0 for all)",
-						       optarg);
+			if (ctl_api_limit(&api, optarg, &limit) != CTL_OK)
+				return CTL_USAGE;
 			break;
 		case 'h':
 			fputs(commands_usage, stdout);
@@ -197,8 +192,6 @@ int ctl_commands(int argc, char **argv)
 	if (optind < argc)
 		return ctl_usage_error("commands", "commands", "unexpected argument '%s'",
 				       argv[optind]);
-	if (api.json && api.csv)
-		return ctl_usage_error("commands", "commands", "choose one of --json and --csv");
 	json_t *items = NULL;
 	int rc = ctl_api_connect(&api);
 	if (rc == CTL_OK) {

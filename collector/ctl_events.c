@@ -8,7 +8,6 @@
 #include "ctl.h"
 #include "util.h"
 
-#define DEFAULT_LIMIT 100
 
 static const char events_usage[] =
 	"usage: exfleetctl events [--host ID] [--source SOURCE] [--id EVENT_ID]\n"
@@ -100,8 +99,7 @@ int ctl_events(int argc, char **argv)
 	struct ctl_api api = {.what = "events"};
 	const char *host = NULL, *source = NULL, *id = NULL, *since = NULL, *until = NULL;
 	char since_buf[32], until_buf[32];
-	long limit = DEFAULT_LIMIT;
-	char *end;
+	long limit = CTL_LIST_DEFAULT;
 	int c;
 	optind = 1;
 	opterr = 0;
@@ -127,11 +125,8 @@ int ctl_events(int argc, char **argv)
 			until = time_param(optarg, until_buf, sizeof(until_buf));
 			break;
 		case 'l':
-			limit = strtol(optarg, &end, 10);
-			if (end == optarg || *end || limit < 0)
-				return ctl_usage_error("events", "events",
-						       "--limit '%s' is not a number (0 for all)",
-						       optarg);
+			if (ctl_api_limit(&api, optarg, &limit) != CTL_OK)
+				return CTL_USAGE;
 			break;
 		case 'h':
 			fputs(events_usage, stdout);
@@ -144,8 +139,6 @@ int ctl_events(int argc, char **argv)
 	if (optind < argc)
 		return ctl_usage_error("events", "events", "unexpected argument '%s'",
 				       argv[optind]);
-	if (api.json && api.csv)
-		return ctl_usage_error("events", "events", "choose one of --json and --csv");
 	json_t *items = NULL;
 	int rc = ctl_api_connect(&api);
 	if (rc == CTL_OK) {

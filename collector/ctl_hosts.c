@@ -131,8 +131,6 @@ int ctl_hosts(int argc, char **argv)
 	}
 	if (optind < argc)
 		return ctl_usage_error("hosts", "hosts", "unexpected argument '%s'", argv[optind]);
-	if (api.json && api.csv)
-		return ctl_usage_error("hosts", "hosts", "choose one of --json and --csv");
 	if (status && strcasecmp(status, "NEVER_SEEN") == 0) {
 		status = "NEVER_SEEN";
 	} else if (status) {

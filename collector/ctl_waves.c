@@ -180,8 +180,6 @@ int ctl_waves(int argc, char **argv)
 				       argv[optind + 1]);
 	if (import && api.csv)
 		return ctl_usage_error("waves import", "waves", "--csv applies to waves list");
-	if (api.json && api.csv)
-		return ctl_usage_error("waves list", "waves", "choose one of --json and --csv");
 	api.what = import ? "waves import" : "waves list";
 	int rc = ctl_api_connect(&api);
 	if (rc == CTL_OK)

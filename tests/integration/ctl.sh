@@ -41,9 +41,19 @@ expect_exit 2 ctl hosts --status BROKEN
 grep -q "'BROKEN' is not a status; see exfleetctl hosts --help" "$WORK/expect.err" ||
 	fail "$(cat "$WORK/expect.err")"
 expect_exit 2 ctl hosts --json --csv
+grep -q "hosts: choose one of --json and --csv; see exfleetctl hosts --help" "$WORK/expect.err" ||
+	fail "$(cat "$WORK/expect.err")"
+expect_exit 2 ctl audit --json --csv
+expect_exit 2 ctl waves list --csv --json
+grep -q "waves list: choose one of --json and --csv; see exfleetctl waves --help" \
+	"$WORK/expect.err" || fail "$(cat "$WORK/expect.err")"
 expect_exit 2 ctl hosts --bogus
 expect_exit 2 ctl host
 expect_exit 2 ctl events --limit lots
+grep -q "events: --limit 'lots' is not a number (0 for all); see exfleetctl events --help" \
+	"$WORK/expect.err" || fail "$(cat "$WORK/expect.err")"
+expect_exit 2 ctl audit --limit -1
+expect_exit 2 ctl commands --limit 5x
 expect_exit 2 ctl commands --state done
 expect_exit 2 ctl queue EXCH001
 expect_exit 2 ctl queue EXCH001 reboot
