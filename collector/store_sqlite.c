@@ -114,6 +114,11 @@ enum {
 	ST_COUNT
 };
 
+#define AUDIT_LAST_SQL "SELECT hash FROM audit ORDER BY id DESC LIMIT 1"
+#define AUDIT_INSERT_SQL                                                       \
+	"INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"      \
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+
 static const char *const statements[ST_COUNT] = {
 	[ST_HELLO] =
 		"INSERT INTO hosts (host_id, site, wave, agent_version, platform, first_seen,"
@@ -194,10 +199,8 @@ static const char *const statements[ST_COUNT] = {
 	[ST_PRUNE_HOST] =
 		"DELETE FROM events WHERE host_id = ?1 AND seq < (SELECT seq FROM events"
 		" WHERE host_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)",
-	[ST_AUDIT_LAST] = "SELECT hash FROM audit ORDER BY id DESC LIMIT 1",
-	[ST_AUDIT_INSERT] =
-		"INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_AUDIT_LAST] = AUDIT_LAST_SQL,
+	[ST_AUDIT_INSERT] = AUDIT_INSERT_SQL,
 	[ST_COMMAND_ACTION] = "SELECT action FROM commands WHERE command_id = ?1",
 };
 
@@ -284,63 +287,60 @@ void store_audit_hash(const char *prev, int64_t at, const char *actor, const cha
 	util_hex(digest, sizeof(digest), out);
 }
 
+/* Chains one entry after prev (NULL: the last one stored, read with last)
+ * and inserts it with insert; its hash into hash. Both statements are
+ * left reset, for reuse. */
+static int audit_chain(sqlite3_stmt *last, sqlite3_stmt *insert, const char *prev_known,
+		       int64_t at, const char *actor, const char *action, const char *detail,
+		       char hash[65])
+{
+	char prev[65] = AUDIT_GENESIS;
+	if (prev_known) {
+		memcpy(prev, prev_known, sizeof(prev));
+	} else {
+		if (sqlite3_step(last) == SQLITE_ROW)
+			snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(last, 0));
+		sqlite3_reset(last);
+	}
+	store_audit_hash(prev, at, actor, action, detail, hash);
+	sqlite3_bind_int64(insert, 1, at);
+	sqlite3_bind_text(insert, 2, actor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(insert, 3, action, -1, SQLITE_STATIC);
+	sqlite3_bind_text(insert, 4, detail ? detail : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(insert, 5, prev, -1, SQLITE_STATIC);
+	sqlite3_bind_text(insert, 6, hash, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(insert);
+	sqlite3_reset(insert);
+	sqlite3_clear_bindings(insert);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* Appends one entry on db, in the caller's transaction. */
 static int audit_append(sqlite3 *db, int64_t at, const char *actor, const char *action,
 			const char *detail)
 {
-	char prev[65] = AUDIT_GENESIS, hash[65];
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(db, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", -1, &s,
-			       NULL) != SQLITE_OK)
-		return -1;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
-	store_audit_hash(prev, at, actor, action, detail, hash);
-	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO audit (at, actor, action, detail, prev_hash, hash)"
-			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_int64(s, 1, at);
-	sqlite3_bind_text(s, 2, actor, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, prev, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, hash, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	sqlite3_stmt *last = NULL, *insert = NULL;
+	char hash[65];
+	int rc = -1;
+	if (sqlite3_prepare_v2(db, AUDIT_LAST_SQL, -1, &last, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, AUDIT_INSERT_SQL, -1, &insert, NULL) == SQLITE_OK)
+		rc = audit_chain(last, insert, NULL, at, actor, action, detail, hash);
+	sqlite3_finalize(last);
+	sqlite3_finalize(insert);
+	return rc;
 }
 
 /* audit_append on the writer's connection, with its prepared statements:
- * a wave of commands is thousands of entries. */
+ * a wave of commands is thousands of entries. Within the writer's
+ * transaction (which holds the write lock) the last entry is the one it
+ * appended last. */
 static int writer_audit(struct store *st, int64_t at, const char *actor, const char *action,
 			const char *detail)
 {
-	char prev[65] = AUDIT_GENESIS, hash[65];
-	sqlite3_stmt *s = st->st[ST_AUDIT_LAST];
-	/* Within the writer's transaction (which holds the write lock) the
-	 * last entry is the one it appended last. */
-	if (st->audit_last[0]) {
-		memcpy(prev, st->audit_last, sizeof(prev));
-	} else {
-		if (sqlite3_step(s) == SQLITE_ROW)
-			snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 0));
-		sqlite3_reset(s);
-	}
-	store_audit_hash(prev, at, actor, action, detail, hash);
-	s = st->st[ST_AUDIT_INSERT];
-	sqlite3_bind_int64(s, 1, at);
-	sqlite3_bind_text(s, 2, actor, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, prev, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, hash, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	if (rc != SQLITE_DONE)
+	char hash[65];
+	if (audit_chain(st->st[ST_AUDIT_LAST], st->st[ST_AUDIT_INSERT],
+			st->audit_last[0] ? st->audit_last : NULL, at, actor, action, detail,
+			hash) < 0)
 		return -1;
 	memcpy(st->audit_last, hash, sizeof(hash));
 	return 0;
