@@ -814,12 +814,6 @@ static int action_enabled(const struct agent_config *cfg, const char *action)
 	return 0;
 }
 
-static int id_valid(const char *id)
-{
-	size_t n = strlen(id);
-	return n > 0 && n <= COMMAND_ID_MAX && strspn(id, "0123456789abcdef") == n;
-}
-
 /* Runs one command, or answers why it will not run. Only commands signed
  * by an operator of the deployment's CA run (sign_verify_command checks the
  * chain, revocation, role, signature, target and validity window); each
@@ -836,7 +830,7 @@ static void execute(struct commands *cmds, Exfleet__Command *cmd)
 	if (rc < 0) {
 		Exfleet__CommandBody *claimed =
 			exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
-		if (claimed && id_valid(claimed->id)) {
+		if (claimed && sign_command_id_valid(claimed->id)) {
 			log_warn("command %s refused: %s%s%s", claimed->id, reason,
 				 operator[0] ? "; signed by " : "", operator);
 			spool_result(cmds, claimed->id,

@@ -13,6 +13,7 @@
 #include "exfleet.pb-c.h"
 #include "log.h"
 #include "pki.h"
+#include "sign.h"
 #include "util.h"
 
 static const char *const states[] = {"queued",    "delivered", "succeeded",
@@ -43,13 +44,6 @@ void api_command_json(json_t *c)
 	for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++)
 		json_object_del(c, columns[i]);
 	json_object_set_new(c, "result", result ? result : json_null());
-}
-
-/* 1 to 64 hexadecimal characters, as exfleetctl makes command ids. */
-static int command_id_valid(const char *id)
-{
-	size_t n = strlen(id);
-	return n >= 1 && n <= 64 && strspn(id, "0123456789abcdefABCDEF") == n;
 }
 
 int api_get_commands(struct api_request *r)
@@ -100,7 +94,7 @@ int api_get_command(struct api_request *r)
 	static const char *const none[] = {NULL};
 	if (api_params_only(r, none) < 0)
 		return 0;
-	if (!command_id_valid(r->id))
+	if (!sign_command_id_valid(r->id))
 		return api_error(r, 404, "not_found", "no command '%.64s'", r->id);
 	struct store_query *q = api_store(r->api);
 	char err[512];
@@ -197,10 +191,10 @@ static int check_envelope(struct api_request *r, const char *host_id, const char
 	if (!c->body)
 		return api_refuse(r, 400, "invalid_envelope",
 				  "envelope: the Command's body does not decode as a CommandBody");
-	if (!command_id_valid(c->body->id))
+	if (!sign_command_id_valid(c->body->id))
 		return api_refuse(r, 400, "invalid_envelope",
-				  "envelope: command id '%.80s' is not 1 to 64 hexadecimal "
-				  "characters",
+				  "envelope: command id '%.80s' is not 1 to 64 lower-case "
+				  "hexadecimal digits",
 				  c->body->id);
 	if (strcmp(c->body->target_host_id, host_id) != 0)
 		return api_refuse(r, 400, "invalid_field",

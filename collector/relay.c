@@ -52,17 +52,6 @@ static void command_free(struct relay_command *c)
 
 static const char context[] = SIGN_COMMAND_CONTEXT; /* sizeof counts the NUL */
 
-static int id_valid(const char *id)
-{
-	size_t len = strlen(id);
-	if (len == 0 || len > SIGN_COMMAND_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
 /* A command whose signer passed sign_verify_command within SIGNER_TTL_MS:
  * the rest of what it checks, per command (sign.h lists them): signature
  * over the body, addressee, id, times. The agent checks all of it again. */
@@ -102,7 +91,7 @@ static int check_with_signer(const Exfleet__Command *cmd, EVP_PKEY *key, const c
 	} else if (strcmp(body->target_host_id, host_id) != 0) {
 		snprintf(reason, reasonlen, "addressed to host '%.64s', not '%s'",
 			 body->target_host_id, host_id);
-	} else if (!id_valid(body->id)) {
+	} else if (!sign_command_id_valid(body->id)) {
 		snprintf(reason, reasonlen, "command id is not 1 to %d lower-case hex digits",
 			 SIGN_COMMAND_ID_MAX);
 	} else if (body->issued_at_ms > now_ms + RELAY_SKEW_MS) {

@@ -1,4 +1,5 @@
 #include "seal.h"
+#include "sign.h"
 
 #include "util.h"
 
@@ -158,24 +159,6 @@ int seal_key_public(EVP_PKEY *key, uint8_t out[SEAL_KEY_LEN])
 
 /* --- the signature over it ---------------------------------------------------- */
 
-/* As for commands: pure Ed25519, or SHA-256 with ECDSA P-256. */
-static int sign_md(EVP_PKEY *key, const EVP_MD **md)
-{
-	if (EVP_PKEY_is_a(key, "ED25519")) {
-		*md = NULL;
-		return 0;
-	}
-	char group[32];
-	if (EVP_PKEY_is_a(key, "EC") &&
-	    EVP_PKEY_get_group_name(key, group, sizeof(group), NULL) == 1 &&
-	    (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)) {
-		*md = EVP_sha256();
-		return 0;
-	}
-	ERR_clear_error();
-	return UV_EINVAL;
-}
-
 static int host_id_valid(const char *host_id)
 {
 	size_t len = strlen(host_id);
@@ -208,7 +191,7 @@ int seal_key_sign(EVP_PKEY *cert_key, const char *host_id, const uint8_t pub[SEA
 	ERR_clear_error();
 	*sig = NULL;
 	*sig_len = 0;
-	if (sign_md(cert_key, &md) < 0) {
+	if (sign_key_digest(cert_key, &md) < 0) {
 		snprintf(err, errlen, "certificate key is neither ECDSA P-256 nor Ed25519");
 		return UV_EINVAL;
 	}
@@ -279,7 +262,7 @@ int seal_key_verify(struct sign_verifier *v, X509 *agent_cert, const char *host_
 		return UV_EACCES;
 	}
 	EVP_PKEY *cert_key = X509_get0_pubkey(agent_cert);
-	if (!cert_key || sign_md(cert_key, &md) < 0) {
+	if (!cert_key || sign_key_digest(cert_key, &md) < 0) {
 		snprintf(reason, reasonlen, "agent key is neither ECDSA P-256 nor Ed25519");
 		rc = UV_EACCES;
 		goto out;

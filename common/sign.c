@@ -38,9 +38,7 @@ static int ssl_fail(char *err, size_t errlen, const char *what)
 	return UV_EIO;
 }
 
-/* Ed25519 signs the message itself: no digest may be named. ECDSA only on
- * P-256, the one curve pki_issue uses. */
-static int sign_md(EVP_PKEY *key, const EVP_MD **md)
+int sign_key_digest(EVP_PKEY *key, const EVP_MD **md)
 {
 	if (EVP_PKEY_is_a(key, "ED25519")) {
 		*md = NULL;
@@ -92,7 +90,7 @@ int sign_command(const Exfleet__CommandBody *body, EVP_PKEY *operator_key, X509 
 
 	ERR_clear_error();
 	exfleet__command__init(out);
-	if (sign_md(operator_key, &md) < 0) {
+	if (sign_key_digest(operator_key, &md) < 0) {
 		snprintf(err, errlen, "operator key is neither ECDSA P-256 nor Ed25519");
 		return UV_EINVAL;
 	}
@@ -470,15 +468,10 @@ out:
 	return rc;
 }
 
-static int id_valid(const char *id)
+int sign_command_id_valid(const char *id)
 {
 	size_t len = strlen(id);
-	if (len == 0 || len > SIGN_COMMAND_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return 0;
-	return 1;
+	return len > 0 && len <= SIGN_COMMAND_ID_MAX && strspn(id, "0123456789abcdef") == len;
 }
 
 /* The command's own times. Every operand stays far from overflow: now and
@@ -568,7 +561,7 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
 	snprintf(operator_out, SIGN_OPERATOR_MAX, "%s", name);
 
 	EVP_PKEY *pub = X509_get0_pubkey(cert);
-	if (!pub || sign_md(pub, &md) < 0) {
+	if (!pub || sign_key_digest(pub, &md) < 0) {
 		snprintf(reason, reasonlen, "signer key is neither ECDSA P-256 nor Ed25519");
 		rc = UV_EACCES;
 		goto out;
@@ -600,7 +593,7 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
 		rc = UV_EINVAL;
 		goto out;
 	}
-	if (!id_valid(body->id)) {
+	if (!sign_command_id_valid(body->id)) {
 		snprintf(reason, reasonlen, "command id is not 1 to %d lower-case hex digits",
 		         SIGN_COMMAND_ID_MAX);
 		rc = UV_EINVAL;

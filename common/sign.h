@@ -33,6 +33,14 @@
 #define SIGN_SIGNATURE_MAX 256
 #define SIGN_OPERATOR_MAX (PKI_NAME_MAX + 1) /* operator_out of sign_verify_command */
 
+/* 1 when id is a command id: 1 to SIGN_COMMAND_ID_MAX lower-case hex digits. */
+int sign_command_id_valid(const char *id);
+
+/* The digest a signature by key uses: NULL for Ed25519 (which signs the
+ * message itself), SHA-256 for ECDSA P-256, the one curve pki_issue uses.
+ * 0, or UV_EINVAL for any other key. */
+int sign_key_digest(EVP_PKEY *key, const EVP_MD **md);
+
 /* Encodes body and signs it with operator_key, whose certificate
  * operator_cert is attached. out is initialised and its three byte fields
  * are heap buffers: release them with sign_command_free (also after a
