@@ -221,6 +221,21 @@ static int rows(struct store_query *q, const struct sql *b, json_t *items, char 
 	return rc;
 }
 
+/* Every row of b in a new array *items (NULL on failure). */
+static int all_rows(struct store_query *q, const struct sql *b, json_t **items, char *err,
+		    size_t errlen)
+{
+	*items = json_array();
+	if (!*items)
+		return UV_ENOMEM;
+	int rc = rows(q, b, *items, err, errlen);
+	if (rc < 0) {
+		json_decref(*items);
+		*items = NULL;
+	}
+	return rc;
+}
+
 /* The integer in the first column of b's single row. */
 static int scalar(struct store_query *q, const struct sql *b, int64_t *value, char *err,
 		  size_t errlen)
@@ -264,15 +279,7 @@ static int page(struct store_query *q, const struct sql *base, const char *order
 	sql_add(&list, " LIMIT ? OFFSET ?");
 	sql_bind_int(&list, p->limit);
 	sql_bind_int(&list, p->offset);
-	*items = json_array();
-	if (!*items)
-		return UV_ENOMEM;
-	rc = rows(q, &list, *items, err, errlen);
-	if (rc < 0) {
-		json_decref(*items);
-		*items = NULL;
-	}
-	return rc;
+	return all_rows(q, &list, items, err, errlen);
 }
 
 /* ---- the connection ---- */
@@ -442,15 +449,7 @@ int store_query_host_services(struct store_query *q, const char *host_id, json_t
 		    " WHERE host_id = ? ORDER BY name LIMIT ?");
 	sql_bind_text(&b, host_id);
 	sql_bind_int(&b, SERVICES_MAX);
-	*items = json_array();
-	if (!*items)
-		return UV_ENOMEM;
-	int rc = rows(q, &b, *items, err, errlen);
-	if (rc < 0) {
-		json_decref(*items);
-		*items = NULL;
-	}
-	return rc;
+	return all_rows(q, &b, items, err, errlen);
 }
 
 int store_query_host_history(struct store_query *q, const char *host_id,
@@ -783,13 +782,5 @@ int store_query_report(struct store_query *q, const struct store_clock *clock, j
 		    "  AND s.at >= d.detected_at) AS repaired_at, f.evidence"
 		    " FROM fleet f JOIN d ON d.host_id = f.host_id");
 	sql_add(&b, " ORDER BY f.host_id");
-	*items = json_array();
-	if (!*items)
-		return UV_ENOMEM;
-	int rc = rows(q, &b, *items, err, errlen);
-	if (rc < 0) {
-		json_decref(*items);
-		*items = NULL;
-	}
-	return rc;
+	return all_rows(q, &b, items, err, errlen);
 }
