@@ -65,8 +65,6 @@
 		rowsShown: MAX_ROWS,
 		summary: null,
 		waves: null,
-		report: null,        /* wave -> {done, percent_done}, or null */
-		reportMissing: false, /* the collector has no wave report endpoint */
 		hosts: null,
 		hostsTotal: 0,
 		hostsFilterKey: '',
@@ -256,26 +254,6 @@
 		return {items: items, total: total};
 	}
 
-	/* The wave report gives each wave's "done" (promoted and HEALTHY or
-	 * REPAIRED). A collector without it still shows the rest. */
-	async function fetchReport() {
-		if (state.reportMissing)
-			return null;
-		try {
-			const r = await api('/api/v1/waves/report?format=json');
-			const byWave = new Map();
-			for (const w of r.waves || [])
-				byWave.set(w.wave === null ? '' : String(w.wave), w);
-			return byWave;
-		} catch (e) {
-			if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
-				state.reportMissing = true;
-				return null;
-			}
-			throw e;
-		}
-	}
-
 	function hostParams() {
 		const f = state.filter;
 		return {status: f.status, connectivity: f.connectivity, wave: f.wave};
@@ -303,17 +281,15 @@
 				state.hostError = hostError;
 			} else {
 				const filterKey = JSON.stringify(hostParams());
-				const [summary, waves, report, hosts] = await Promise.all([
+				const [summary, waves, hosts] = await Promise.all([
 					api('/api/v1/summary'),
 					pages('/api/v1/waves', {}, 10),
-					fetchReport(),
 					pages('/api/v1/hosts', hostParams(), MAX_HOST_PAGES),
 				]);
 				if (gen !== state.generation)
 					return;
 				state.summary = summary;
 				state.waves = waves.items;
-				state.report = report;
 				state.hosts = hosts.items;
 				state.hostsTotal = hosts.total;
 				state.hostsFilterKey = filterKey;
@@ -529,10 +505,9 @@
 		for (const st of STATUSES)
 			counted += num(byStatus[st]);
 		const counts = Object.assign({}, byStatus, {NEVER_SEEN: Math.max(0, hosts - counted)});
-		const rep = state.report ? state.report.get(key) : null;
-		const done = rep ? num(rep.done) : null;
-		const pct = rep && typeof rep.percent_done === 'number' ? rep.percent_done
-			: (rep && hosts ? done * 100 / hosts : null);
+		/* done: promoted and HEALTHY or REPAIRED, as the wave report counts. */
+		const done = typeof w.done === 'number' ? w.done : null;
+		const pct = done !== null && hosts ? done * 100 / hosts : null;
 
 		const bar = el('div', {class: 'bar', role: 'img',
 			'aria-label': BAR_ORDER.filter((k) => num(counts[k]))
