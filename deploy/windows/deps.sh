@@ -211,6 +211,26 @@ apt_in() {
 	"$tool" "$@"
 }
 
+# install_sources APTDIR NAME: puts the NAME.sources.new and NAME.list.new files
+# just written in place; when they changed, the lists fetched for the old
+# ones are dropped.
+install_sources() {
+	changed=0
+	for kind in sources list; do
+		new=$1/sources.list.d/$2.$kind.new
+		cur=$1/sources.list.d/$2.$kind
+		if [ -s "$new" ]; then
+			cmp -s "$new" "$cur" 2>/dev/null || changed=1
+			mv "$new" "$cur"
+		else
+			rm -f "$new"
+			[ -f "$cur" ] && changed=1 && rm -f "$cur"
+		fi
+	done
+	[ "$changed" = 1 ] && rm -f "$1/lists/"*_Sources* 2>/dev/null
+	return 0
+}
+
 # Writes a deb-src entry for every enabled deb entry of the machine's own
 # sources (deb822 *.sources and one-line *.list / sources.list).
 write_private_sources() {
@@ -256,20 +276,7 @@ write_private_sources() {
 	sort -u "$list" -o "$list"
 	[ -s "$out" ] || [ -s "$list" ] ||
 		die "no deb entries in /etc/apt/sources.list or /etc/apt/sources.list.d/: cannot derive a deb-src entry"
-	changed=0
-	for kind in sources list; do
-		new=$aptdir/sources.list.d/exfleet-src.$kind.new
-		cur=$aptdir/sources.list.d/exfleet-src.$kind
-		if [ -s "$new" ]; then
-			cmp -s "$new" "$cur" 2>/dev/null || changed=1
-			mv "$new" "$cur"
-		else
-			rm -f "$new"
-			[ -f "$cur" ] && changed=1 && rm -f "$cur"
-		fi
-	done
-	[ "$changed" = 1 ] && rm -f "$aptdir/lists/"*_Sources* 2>/dev/null
-	return 0
+	install_sources "$aptdir" exfleet-src
 }
 
 lists_ready=0
@@ -371,20 +378,7 @@ write_stable_sources() {
 	sort -u "$list" -o "$list"
 	[ -s "$out" ] || [ -s "$list" ] ||
 		die "no deb entry in this machine's apt sources names the suite '$codename': cannot derive an entry for Debian's stable release"
-	changed=0
-	for kind in sources list; do
-		new=$stable_aptdir/sources.list.d/exfleet-stable-src.$kind.new
-		cur=$stable_aptdir/sources.list.d/exfleet-stable-src.$kind
-		if [ -s "$new" ]; then
-			cmp -s "$new" "$cur" 2>/dev/null || changed=1
-			mv "$new" "$cur"
-		else
-			rm -f "$new"
-			[ -f "$cur" ] && changed=1 && rm -f "$cur"
-		fi
-	done
-	[ "$changed" = 1 ] && rm -f "$stable_aptdir/lists/"*_Sources* 2>/dev/null
-	return 0
+	install_sources "$stable_aptdir" exfleet-stable-src
 }
 
 stable_lists_ready=0
