@@ -395,8 +395,13 @@ int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *e
 		return -1;
 	}
 	SSL_CTX_set_min_proto_version(ctx, cfg->allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
-	/* Idle sessions give their record buffers back. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Idle sessions give their record buffers back. Only the certificate
+	 * file's own chain is sent: both ends trust the one exfleet CA, so
+	 * building a chain to it in every handshake (a signature check) and
+	 * sending it (parsed and held by the peer for the whole session)
+	 * would be wasted. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_NO_AUTO_CHAIN);
 
 	if (util_check_private_file(cfg->key_file, err, errlen) < 0)
 		goto fail;

@@ -1205,8 +1205,10 @@ static int client_ctx(const struct lg_options *o, SSL_CTX **out, char *err, size
 		return -1;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-	/* Idle sessions give their record buffers back: thousands of them. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Idle sessions give their record buffers back: thousands of them.
+	 * The agent's certificate goes alone, as a real agent's does. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_NO_AUTO_CHAIN);
 	/* Tickets are kept and offered, as the agent does; with --no-resume
 	 * every session is a full handshake. */
 	if (o->no_resume)
