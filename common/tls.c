@@ -20,7 +20,7 @@
 
 struct write_req {
 	uv_write_t req;
-	size_t len;
+	size_t len, cap;
 	char data[];
 };
 
@@ -473,8 +473,14 @@ static void handle_close_cb(uv_handle_t *h)
 	struct tls_conn *c = h->data;
 	if (--c->handles_open > 0)
 		return;
-	SSL_free(c->ssl); /* frees both BIOs */
+	SSL_free(c->ssl); /* and its BIO */
 	c->ssl = NULL;
+	free(c->in_copy);
+	c->in_copy = NULL;
+	c->in = NULL;
+	c->in_len = 0;
+	free(c->out);
+	c->out = NULL;
 	frame_reader_free(&c->frames);
 	if (c->ops->close_cb)
 		c->ops->close_cb(c);
@@ -501,6 +507,104 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
 static void update_reading(struct tls_conn *c);
 static void conn_pump(struct tls_conn *c);
 
+/* The connection's BIO. OpenSSL reads ciphertext from c->in and writes it
+ * into c->out, the write request the next flush hands to libuv: memory
+ * BIOs would copy every byte once more, and keep buffers as large as the
+ * largest flight (the handshake's) for the whole session. */
+static uv_once_t conn_bio_once = UV_ONCE_INIT;
+static BIO_METHOD *conn_bio_method;
+
+static int conn_bio_read(BIO *b, char *buf, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (c->in_len == 0) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	size_t n = len > 0 && (size_t)len < c->in_len ? (size_t)len : c->in_len;
+	memcpy(buf, c->in, n);
+	c->in += n;
+	c->in_len -= n;
+	if (c->in_len == 0 && c->in_copy) {
+		free(c->in_copy);
+		c->in_copy = NULL;
+		c->in = NULL;
+	}
+	return (int)n;
+}
+
+static int conn_bio_write(BIO *b, const char *data, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	struct write_req *w = c->out;
+	size_t need = (w ? w->len : 0) + (size_t)len;
+	if (!w || need > w->cap) {
+		size_t cap = w && w->cap * 2 > need ? w->cap * 2 : need;
+		struct write_req *grown = realloc(w, sizeof(*w) + cap);
+		if (!grown)
+			return -1;
+		if (!w)
+			grown->len = 0;
+		grown->cap = cap;
+		c->out = w = grown;
+	}
+	memcpy(w->data + w->len, data, (size_t)len);
+	w->len += (size_t)len;
+	return len;
+}
+
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)num;
+	(void)ptr;
+	struct tls_conn *c = BIO_get_data(b);
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+	case BIO_CTRL_DUP:
+		return 1;
+	case BIO_CTRL_PENDING:
+		return (long)c->in_len;
+	case BIO_CTRL_WPENDING:
+		return c->out ? (long)c->out->len : 0;
+	default:
+		return 0;
+	}
+}
+
+static void conn_bio_method_new(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "exfleet conn");
+	if (m && (BIO_meth_set_read(m, conn_bio_read) != 1 ||
+		  BIO_meth_set_write(m, conn_bio_write) != 1 ||
+		  BIO_meth_set_ctrl(m, conn_bio_ctrl) != 1)) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	conn_bio_method = m;
+}
+
+/* Keeps the input not yet taken, followed by data: a copy of our own. */
+static int input_keep(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	uint8_t *copy = malloc(c->in_len + len);
+	if (!copy)
+		return -1;
+	if (c->in_len)
+		memcpy(copy, c->in, c->in_len);
+	if (len)
+		memcpy(copy + c->in_len, data, len);
+	free(c->in_copy);
+	c->in_copy = copy;
+	c->in = copy;
+	c->in_len += len;
+	return 0;
+}
+
+
 static void write_cb(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
@@ -518,19 +622,14 @@ static void write_cb(uv_write_t *req, int status)
 		c->ops->drained_cb(c);
 }
 
-/* Moves whatever OpenSSL produced to the socket. */
 /* Queues what OpenSSL has produced on the socket: 0, or a libuv error
- * (nothing is queued then). */
+ * (it is dropped then). */
 static int write_output(struct tls_conn *c)
 {
-	size_t pending = BIO_ctrl_pending(c->net_out);
-	if (pending == 0)
-		return 0;
-	struct write_req *w = malloc(sizeof(*w) + pending);
+	struct write_req *w = c->out;
 	if (!w)
-		return UV_ENOMEM;
-	int n = BIO_read(c->net_out, w->data, (int)pending);
-	w->len = n > 0 ? (size_t)n : 0;
+		return 0;
+	c->out = NULL;
 	w->req.data = c;
 	uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb);
@@ -816,11 +915,27 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		}
 		return;
 	}
-	if (BIO_write(c->net_in, buf->base, (int)nread) != (int)nread) {
-		tls_conn_close(c, LOG_ERR, "out of memory buffering input");
-		return;
+	/* Handled from the loop's buffer where it can be; copied when it is
+	 * to wait (input before it not yet taken, a handshake step on the
+	 * thread pool), and what is left afterwards is kept. */
+	const uint8_t *data = (const uint8_t *)buf->base;
+	if (c->in_len > 0 || c->state == TLS_HANDSHAKE) {
+		if (input_keep(c, data, (size_t)nread) < 0) {
+			tls_conn_close(c, LOG_ERR, "out of memory buffering input");
+			return;
+		}
+	} else {
+		c->in = data;
+		c->in_len = (size_t)nread;
 	}
 	conn_pump(c);
+	if (c->in_len > 0 && !c->in_copy && c->state != TLS_CLOSING &&
+	    input_keep(c, NULL, 0) < 0)
+		tls_conn_close(c, LOG_ERR, "out of memory buffering input");
+	if (!c->in_copy) {
+		c->in = NULL;
+		c->in_len = 0;
+	}
 }
 
 static void update_reading(struct tls_conn *c)
@@ -859,24 +974,20 @@ static void handshake_timeout_cb(uv_timer_t *t)
 		       (unsigned long long)c->limits.handshake_timeout_ms);
 }
 
-/* The SSL object and its memory BIOs: made when the handshake is to
- * start, so that a connection held back costs no more than its socket. */
+/* The SSL object and its BIO: made when the handshake is to start, so
+ * that a connection held back costs no more than its socket. */
 static int conn_ssl_new(struct tls_conn *c, int server)
 {
-	c->ssl = SSL_new(c->ctx);
-	c->net_in = BIO_new(BIO_s_mem());
-	c->net_out = BIO_new(BIO_s_mem());
-	if (!c->ssl || !c->net_in || !c->net_out) {
-		SSL_free(c->ssl);
-		BIO_free(c->net_in);
-		BIO_free(c->net_out);
-		c->ssl = NULL;
-		c->net_in = c->net_out = NULL;
+	uv_once(&conn_bio_once, conn_bio_method_new);
+	BIO *bio = conn_bio_method ? BIO_new(conn_bio_method) : NULL;
+	c->ssl = bio ? SSL_new(c->ctx) : NULL;
+	if (!c->ssl) {
+		BIO_free(bio);
 		return UV_ENOMEM;
 	}
-	BIO_set_mem_eof_return(c->net_in, -1);
-	BIO_set_mem_eof_return(c->net_out, -1);
-	SSL_set_bio(c->ssl, c->net_in, c->net_out);
+	BIO_set_data(bio, c);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(c->ssl, bio, bio);
 	SSL_set_app_data(c->ssl, c);
 	if (server)
 		SSL_set_accept_state(c->ssl);

@@ -102,8 +102,12 @@ struct tls_conn {
 	uv_shutdown_t shutdown_req;
 	SSL_CTX *ctx;
 	SSL *ssl;              /* NULL while a server connection is held back */
-	BIO *net_in;           /* ciphertext from the socket, for OpenSSL */
-	BIO *net_out;          /* ciphertext from OpenSSL, for the socket */
+	/* Ciphertext from the socket, for OpenSSL: the loop's read buffer
+	 * while a read is handled, a copy of what is left only when some is */
+	const uint8_t *in;
+	size_t in_len;
+	uint8_t *in_copy;      /* in, when it is ours (NULL otherwise) */
+	struct write_req *out; /* ciphertext from OpenSSL, for the socket */
 	enum tls_state state;
 	unsigned paused;       /* TLS_PAUSE_* bits */
 	int reading;
