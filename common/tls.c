@@ -17,6 +17,7 @@
 #define TICKET_ROTATION_DEFAULT_MS (24ull * 3600 * 1000)
 #define TICKET_LIFETIME_MAX_S (7 * 24 * 3600) /* TLS 1.3's limit */
 #define TICKET_FILE_MAX 4096
+#define STEP_WHY_MAX 200
 
 struct write_req {
 	uv_write_t req;
@@ -475,6 +476,8 @@ static void handle_close_cb(uv_handle_t *h)
 		return;
 	SSL_free(c->ssl); /* and its BIO */
 	c->ssl = NULL;
+	free(c->step_why);
+	c->step_why = NULL;
 	free(c->in_copy);
 	c->in_copy = NULL;
 	c->in = NULL;
@@ -814,8 +817,8 @@ static void step_work_cb(uv_work_t *req)
 	c->step_rc = SSL_do_handshake(c->ssl);
 	c->step_err = c->step_rc == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, c->step_rc);
 	if (c->step_rc != 1 && c->step_err != SSL_ERROR_WANT_READ &&
-	    c->step_err != SSL_ERROR_WANT_WRITE)
-		handshake_failure(c, c->step_why, sizeof(c->step_why));
+	    c->step_err != SSL_ERROR_WANT_WRITE && (c->step_why = malloc(STEP_WHY_MAX)))
+		handshake_failure(c, c->step_why, STEP_WHY_MAX);
 	ERR_clear_error();
 }
 
@@ -842,7 +845,8 @@ static void step_after_cb(uv_work_t *req, int status)
 		return;
 	}
 	if (c->step_err != SSL_ERROR_WANT_READ && c->step_err != SSL_ERROR_WANT_WRITE) {
-		tls_conn_close(c, LOG_WARN, "TLS handshake failed: %s", c->step_why);
+		tls_conn_close(c, LOG_WARN, "TLS handshake failed: %s",
+			       c->step_why ? c->step_why : "out of memory");
 		return;
 	}
 	if (conn_flush(c) == 0)

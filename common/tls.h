@@ -98,8 +98,10 @@ struct tls_conn_ops {
 struct tls_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;      /* handshake and close deadlines */
-	uv_connect_t connect_req;
-	uv_shutdown_t shutdown_req;
+	union {                /* a connection connects, then shuts down */
+		uv_connect_t connect_req;
+		uv_shutdown_t shutdown_req;
+	};
 	SSL_CTX *ctx;
 	SSL *ssl;              /* NULL while a server connection is held back */
 	/* Ciphertext from the socket, for OpenSSL: the loop's read buffer
@@ -130,7 +132,7 @@ struct tls_conn {
 	int step_busy, step_rc, step_err;
 	int close_held;
 	enum log_level close_level;
-	char step_why[200];
+	char *step_why;        /* why the step failed; NULL if it did not */
 };
 
 /* Server side: accepts one pending connection from server. */
