@@ -100,6 +100,7 @@ struct server {
 	struct agent_conn *wait_head, *wait_tail; /* FIFO of AGENT_WAITING */
 	uint64_t handshakes_done, shed, emfile;
 	uint64_t resumed;        /* handshakes that resumed a session */
+	uint64_t trimmed_at;     /* handshakes_done when memory was last trimmed */
 	uint64_t ticket_refresh_ms; /* send live sessions a new ticket this often; 0: never */
 	int64_t last_emfile_log_ms;
 	struct hostmap sessions; /* host id -> its welcomed agent_conn */

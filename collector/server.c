@@ -15,6 +15,8 @@
 /* Fresh tickets for long-lived sessions, at most this many a second, so
  * that a fleet that came up at once does not refresh in one loop turn. */
 #define TICKET_REFRESH_PER_SWEEP 500
+/* Handshakes since the last trim of the heap that make another worth it. */
+#define TRIM_AFTER_HANDSHAKES 256
 
 static void admit(struct server *srv);
 static void wait_unlink(struct server *srv, struct agent_conn *a);
@@ -444,6 +446,18 @@ static void sweep_cb(uv_timer_t *t)
 		} else {
 			a->stalled_since_ms = 0;
 		}
+	}
+	/* A burst of handshakes is over: the memory its steps used for a
+	 * moment, spread over the thread pool's malloc arenas, goes back to
+	 * the system rather than staying resident beside thousands of idle
+	 * sessions. */
+	if (srv->nhandshakes == 0 && srv->nwaiting == 0 &&
+	    srv->handshakes_done - srv->trimmed_at >= TRIM_AFTER_HANDSHAKES) {
+		srv->trimmed_at = srv->handshakes_done;
+		int64_t t0 = util_now_ms();
+		util_trim_memory();
+		log_msg(LOG_DEBUG, NULL, "heap trimmed after a burst of handshakes in %lld ms",
+			(long long)(util_now_ms() - t0));
 	}
 }
 
