@@ -216,8 +216,34 @@ static void check_work_cb(uv_work_t *req)
 
 /* ---- the loop side ---- */
 
+/* Sends the marks collected so far to the store, as one write. */
+static void marks_flush(struct relay *r)
+{
+	if (r->nmarks == 0)
+		return;
+	store_commands_state(r->store, r->marks, r->nmarks, "delivered");
+	r->marks = NULL;
+	r->nmarks = r->marks_cap = 0;
+}
+
+static void mark_delivered(struct relay *r, const char *id)
+{
+	if (r->nmarks == r->marks_cap) {
+		size_t cap = r->marks_cap ? r->marks_cap * 2 : 64;
+		char(*grown)[STORE_COMMAND_ID_LEN] = realloc(r->marks, cap * sizeof(*grown));
+		if (!grown) {
+			/* Marked on its own, then. */
+			store_command_state(r->store, id, "delivered");
+			return;
+		}
+		r->marks = grown;
+		r->marks_cap = cap;
+	}
+	snprintf(r->marks[r->nmarks++], STORE_COMMAND_ID_LEN, "%s", id);
+}
+
 /* Sends c on the host's session: 0 when it went out, -1 when the host is
- * not online. */
+ * not online. The store hears of it at the next marks_flush. */
 static int deliver(struct relay *r, struct relay_command *c)
 {
 	struct agent_conn *a = hostmap_get(&r->srv->sessions, c->host_id);
@@ -242,7 +268,7 @@ static int deliver(struct relay *r, struct relay_command *c)
 	if (rc < 0)
 		return -1;
 	log_msg(LOG_INFO, a->conn.peer, "command %s delivered", c->id);
-	store_command_state(r->store, c->id, "delivered");
+	mark_delivered(r, c->id);
 	r->delivered++;
 	return 0;
 }
@@ -299,6 +325,7 @@ static void dispatch(struct relay *r)
 		}
 		waiting_add(r, c);
 	}
+	marks_flush(r);
 }
 
 /* Once closed and nothing is being checked: what the checks share. */
@@ -454,11 +481,14 @@ void relay_host_ready(struct relay *r, const char *host_id)
 	while (h->head) {
 		struct relay_command *c = h->head;
 		if (deliver(r, c) < 0)
-			return;
+			break;
 		h->head = c->next;
 		r->nqueued--;
 		command_free(c);
 	}
+	marks_flush(r);
+	if (h->head)
+		return;
 	hostmap_remove(&r->waiting, h->host_id, h);
 	free(h);
 }
@@ -506,6 +536,8 @@ void relay_close(struct relay *r)
 		free(h);
 	}
 	hostmap_free(&r->waiting);
+	free(r->marks); /* flushed after each dispatch: none are left */
+	r->marks = NULL;
 	r->nqueued = 0;
 	if (!r->checking)
 		checks_free(r);

@@ -21,6 +21,7 @@
 
 #include "exfleet.pb-c.h"
 #include "hostmap.h"
+#include "store.h"
 
 struct server;
 struct sign_verifier;
@@ -66,6 +67,10 @@ struct relay {
 	uv_mutex_t signers_lock;
 	struct relay_signer signers[RELAY_SIGNERS];
 	uint64_t delivered, expired, rejected, fast_checks, full_checks;
+	/* Delivered since the last store write that marks them so: one write
+	 * for a dispatch's deliveries. */
+	char (*marks)[STORE_COMMAND_ID_LEN];
+	size_t nmarks, marks_cap;
 };
 
 void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct store *store);

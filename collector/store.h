@@ -21,6 +21,7 @@
 
 /* The schema version this collector writes (PRAGMA user_version). */
 #define STORE_SCHEMA_VERSION 3
+#define STORE_COMMAND_ID_LEN 65 /* a command id and its NUL */
 
 struct store;
 
@@ -48,8 +49,9 @@ void store_options_default(struct store_options *o);
 struct store_write {
 	char host_id[65];
 	Exfleet__AgentMessage *msg;  /* freed by the store after commit */
-	/* Or, with msg NULL: a command's new state (the relay's bookkeeping). */
-	char command_id[65];
+	/* Or, with msg NULL: commands' new state (the relay's bookkeeping). */
+	char (*command_ids)[STORE_COMMAND_ID_LEN]; /* ncommands ids, freed by the store */
+	size_t ncommands;
 	const char *command_state;   /* a string literal: "delivered", "expired" */
 	int prune;                   /* or, with neither: a retention pass */
 	uint8_t *peer_cert;          /* with a Hello: the agent's certificate (DER), freed */
@@ -83,6 +85,10 @@ uint64_t store_pruned(struct store *st);
 
 /* Queues a change of a command's state (delivered, expired). */
 void store_command_state(struct store *st, const char *command_id, const char *state);
+/* The same for n commands as one write, so that a wave's deliveries count
+ * once against the store's queue, not once each. Takes ids over. */
+void store_commands_state(struct store *st, char (*ids)[STORE_COMMAND_ID_LEN], size_t n,
+			  const char *state);
 
 /* Commands waiting to be relayed (state "queued"), oldest first, whose row is
  * newer than *after; *after advances past each one reported. */

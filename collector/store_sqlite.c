@@ -929,17 +929,22 @@ static int write_one(struct store *st, struct store_write *w)
 	if (w->prune)
 		return prune(st);
 	if (!m) {
-		sqlite3_stmt *s = st->st[ST_COMMAND_STATE];
-		sqlite3_bind_text(s, 1, w->command_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, w->command_state, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, w->received_ms);
-		if (step(st, s) < 0)
-			return -1;
-		char detail[160];
-		snprintf(detail, sizeof(detail), "{\"command_id\":\"%s\"}", w->command_id);
 		char action[32];
 		snprintf(action, sizeof(action), "command.%s", w->command_state);
-		return writer_audit(st, w->received_ms, "collector", action, detail);
+		for (size_t i = 0; i < w->ncommands; i++) {
+			sqlite3_stmt *s = st->st[ST_COMMAND_STATE];
+			sqlite3_bind_text(s, 1, w->command_ids[i], -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 2, w->command_state, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, w->received_ms);
+			if (step(st, s) < 0)
+				return -1;
+			char detail[160];
+			snprintf(detail, sizeof(detail), "{\"command_id\":\"%s\"}", w->command_ids[i]);
+			rc = writer_audit(st, w->received_ms, "collector", action, detail);
+			if (rc < 0)
+				return rc;
+		}
+		return 0;
 	}
 	switch (m->msg_case) {
 	case EXFLEET__AGENT_MESSAGE__MSG_HELLO:
@@ -1108,6 +1113,7 @@ static void async_cb(uv_async_t *a)
 		if (w->msg)
 			exfleet__agent_message__free_unpacked(w->msg, NULL);
 		free(w->peer_cert);
+		free(w->command_ids);
 		free(w);
 		w = next;
 	}
@@ -1149,17 +1155,33 @@ static void prune_timer_cb(uv_timer_t *t)
 	store_prune(t->data);
 }
 
-void store_command_state(struct store *st, const char *command_id, const char *state)
+void store_commands_state(struct store *st, char (*ids)[STORE_COMMAND_ID_LEN], size_t n,
+			  const char *state)
 {
-	struct store_write *w = calloc(1, sizeof(*w));
+	struct store_write *w = n ? calloc(1, sizeof(*w)) : NULL;
 	if (!w) {
-		log_err("store: out of memory recording command %s as %s", command_id, state);
+		if (n)
+			log_err("store: out of memory recording %zu commands (%s, ...) as %s", n,
+				ids[0], state);
+		free(ids);
 		return;
 	}
-	snprintf(w->command_id, sizeof(w->command_id), "%s", command_id);
+	w->command_ids = ids;
+	w->ncommands = n;
 	w->command_state = state;
 	w->received_ms = util_now_ms();
 	store_submit(st, w);
+}
+
+void store_command_state(struct store *st, const char *command_id, const char *state)
+{
+	char (*ids)[STORE_COMMAND_ID_LEN] = malloc(sizeof(*ids));
+	if (!ids) {
+		log_err("store: out of memory recording command %s as %s", command_id, state);
+		return;
+	}
+	snprintf(ids[0], sizeof(ids[0]), "%s", command_id);
+	store_commands_state(st, ids, 1, state);
 }
 
 int store_queued_commands(struct store *st, int64_t *after, store_command_cb cb, void *arg)

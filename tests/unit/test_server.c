@@ -594,6 +594,21 @@ static void command_state(const char *id, char *state, size_t len)
 }
 
 /* Runs the loop until the command's state is want (or 10 s pass). */
+static int64_t count_rows(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	int64_t n = -1;
+	assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return n;
+}
+
 static void expect_state(struct world *w, const char *id, const char *want)
 {
 	char state[32];
@@ -693,9 +708,10 @@ static void test_sessions_resume_after_a_relay_burst(void **state)
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
 	sqlite3_busy_timeout(db, 5000);
+	char ids[4][33];
 	for (int i = 0; i < 4; i++) {
 		uint8_t raw[16];
-		char id[33];
+		char *id = ids[i];
 		assert_int_equal(RAND_bytes(raw, sizeof(raw)), 1);
 		util_hex(raw, sizeof(raw), id);
 		Exfleet__CommandBody body = EXFLEET__COMMAND_BODY__INIT;
@@ -719,7 +735,7 @@ static void test_sessions_resume_after_a_relay_burst(void **state)
 	}
 	/* Someone else holds the database: the writer waits. Records pile up
 	 * past queue_high, so sessions stop reading; the commands go out
-	 * meanwhile, each with its "delivered" write queued behind them. */
+	 * meanwhile, their "delivered" marks queued behind them as one write. */
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	for (int i = 0; i < 10; i++)
 		events(&good, 5 + 4 * (uint64_t)i, 4);
@@ -731,9 +747,18 @@ static void test_sessions_resume_after_a_relay_burst(void **state)
 	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 
-	/* The store catches up: FRESH01 is read, and acknowledged, again. */
+	/* The store catches up: FRESH01 is read, and acknowledged, again;
+	 * each command is marked delivered, each mark on the audit record. */
 	welcome_and_ack(&w, &good, 45);
 	assert_false(w.srv.readers_paused);
+	for (int i = 0; i < 4; i++) {
+		expect_state(&w, ids[i], "delivered");
+		char sql[200];
+		snprintf(sql, sizeof(sql),
+			 "SELECT COUNT(*) FROM audit WHERE action = 'command.delivered'"
+			 " AND detail = '{\"command_id\":\"%s\"}'", ids[i]);
+		assert_int_equal(count_rows(sql), 1);
+	}
 
 	tls_conn_close(&good.conn, LOG_DEBUG, "done");
 	world_end(&w);
