@@ -235,6 +235,7 @@ struct store {
 	uv_async_t async;
 	uv_timer_t prune_timer;
 	uint64_t committed, transactions, pruned;
+	int wal_frames;                  /* writer: frames in the WAL after its last commit */
 
 	void (*closed_cb)(void *arg);
 	void *closed_arg;
@@ -1056,6 +1057,32 @@ static void writer_commit(struct store *st, struct store_write *batch)
 			w->highest_seq = writer_highest(st, w->host_id);
 }
 
+/* SQLite copies the WAL back into the database every 1,000 pages by
+ * default, inside whichever commit crosses the mark: in the middle of a
+ * burst, with agents waiting on their Acks. The writer takes that over
+ * and checkpoints when its queue has run dry, or, under load that never
+ * lets up, once the WAL has grown to WAL_FRAMES_MAX. */
+#define WAL_FRAMES_IDLE 1000
+#define WAL_FRAMES_MAX 16000
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	(void)name;
+	((struct store *)arg)->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+static void writer_checkpoint(struct store *st)
+{
+	int log = 0, done = 0;
+	int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+		log_warn("store: checkpoint: %s", sqlite3_errmsg(st->wdb));
+	/* Readers may hold some back; the next commit says how many there are. */
+	st->wal_frames = 0;
+}
+
 static void writer_main(void *arg)
 {
 	struct store *st = arg;
@@ -1089,6 +1116,12 @@ static void writer_main(void *arg)
 		st->committed += n;
 		st->transactions++;
 		uv_async_send(&st->async);
+		if ((!st->queue && st->wal_frames >= WAL_FRAMES_IDLE) ||
+		    st->wal_frames >= WAL_FRAMES_MAX) {
+			uv_mutex_unlock(&st->lock);
+			writer_checkpoint(st);
+			uv_mutex_lock(&st->lock);
+		}
 	}
 	uv_mutex_unlock(&st->lock);
 }
@@ -1294,6 +1327,7 @@ int store_open(struct store **out, uv_loop_t *loop, const struct store_options *
 	if (open_db(st->path, &st->wdb, err, errlen) < 0 || migrate(st, err, errlen) < 0 ||
 	    open_db(st->path, &st->rdb, err, errlen) < 0)
 		goto fail;
+	sqlite3_wal_hook(st->wdb, wal_hook, st); /* replaces the automatic checkpoint */
 	for (int i = 0; i < ST_COUNT; i++) {
 		if (sqlite3_prepare_v3(st->wdb, statements[i], -1, SQLITE_PREPARE_PERSISTENT,
 				       &st->st[i], NULL) != SQLITE_OK) {

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <cmocka.h>
 #include <sqlite3.h>
 
@@ -226,6 +228,53 @@ static void test_commit_ack_dedup_reopen(void **state)
 	assert_int_equal(query_int("PRAGMA user_version"), STORE_SCHEMA_VERSION);
 }
 
+static void count_cb(struct store_write *w, void *arg)
+{
+	(void)w;
+	(*(int *)arg)++;
+}
+
+/* The writer copies the WAL back into the database itself once nothing is
+ * queued (SQLite's automatic checkpoint, inside whichever commit crosses
+ * its mark, is off), so the database grows and the WAL does not. */
+static void test_checkpoint_once_idle(void **state)
+{
+	enum { BATCHES = 200, EACH = 200 };
+	char kept[sizeof(db_path)];
+	snprintf(kept, sizeof(kept), "%s", db_path);
+	snprintf(db_path, sizeof(db_path), "%s/checkpoint.db", dir);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct store_options o;
+	store_options_default(&o);
+	o.path = db_path;
+	o.batch_max = 4;
+	struct store *st;
+	int done = 0;
+	char err[512];
+	assert_int_equal(store_open(&st, &loop, &o, count_cb, &done, err, sizeof(err)), 0);
+	struct stat sb;
+	assert_int_equal(stat(db_path, &sb), 0);
+	off_t before = sb.st_size;
+
+	submit(st, "EXCH01", hello("EXCH01"));
+	for (int i = 0; i < BATCHES; i++)
+		submit(st, "EXCH01", events(1 + (uint64_t)i * EACH, EACH));
+	while (done < BATCHES + 1)
+		uv_run(&loop, UV_RUN_ONCE);
+	/* The checkpoint follows the last commit, on the writer's thread. */
+	int64_t end = util_now_ms() + 10000;
+	while (stat(db_path, &sb) == 0 && sb.st_size < before + (4 << 20) && util_now_ms() < end)
+		uv_sleep(20);
+	assert_true(sb.st_size >= before + (4 << 20));
+
+	store_close(st, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM events"), BATCHES * EACH);
+	snprintf(db_path, sizeof(db_path), "%s", kept);
+}
+
 static char *const_strdup(const char *s)
 {
 	return strdup(s);
@@ -394,6 +443,7 @@ int main(void)
 		cmocka_unit_test(test_commit_ack_dedup_reopen),
 		cmocka_unit_test(test_status_follows_the_records),
 		cmocka_unit_test(test_retention),
+		cmocka_unit_test(test_checkpoint_once_idle),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_reader_names_the_fix),
 		cmocka_unit_test(test_unopenable_path_names_the_file),
