@@ -933,6 +933,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		c->in_len = (size_t)nread;
 	}
 	conn_pump(c);
+	if (c->step_busy)
+		return; /* the input is the step's, on the thread pool, until it is back */
 	if (c->in_len > 0 && !c->in_copy && c->state != TLS_CLOSING &&
 	    input_keep(c, NULL, 0) < 0)
 		tls_conn_close(c, LOG_ERR, "out of memory buffering input");
