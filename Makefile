@@ -1,6 +1,6 @@
 # Thin wrapper: CMake does the building. See README.md.
 #   make          build into build/ (binaries in build/bin/)
-#   make test     install what is missing, sanitizer build, every test (ctest)
+#   make test     install what is missing, sanitizer builds, every test (ctest)
 #   make demo     install what is missing, build, run the demo (KEEP=1: leave
 #                 its collector running for the dashboard until Ctrl-C)
 #   make fuzz     longer fuzz runs (clang)
@@ -23,13 +23,21 @@ build: deps
 
 # Tests run from a clang build with AddressSanitizer and UBSan (and the fuzz
 # harnesses); the gcc build above must also compile without a warning. The
-# Windows agent is built too: the wine test runs it.
+# Windows agent is built too: the wine test runs it. The modules that share
+# work between threads (TLS handshakes on the thread pool, the store's
+# writer, the relay's checks) are tested once more under ThreadSanitizer.
+TSAN_TESTS = test_tls test_store test_server
 test: build windows
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON \
 		-DEXFLEET_WIN_AGENT=$(CURDIR)/build-win/bin/exfleet-agent.exe >/dev/null
 	@cmake --build build-test -j $(JOBS)
 	@cd build-test && ctest --output-on-failure -j $(JOBS)
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+		-DEXFLEET_TSAN=ON >/dev/null
+	@cmake --build build-tsan -j $(JOBS) --target $(TSAN_TESTS)
+	@cd build-tsan && ctest --output-on-failure -j $(JOBS) \
+		-R '^($(subst $(eval) ,|,$(TSAN_TESTS)))$$'
 
 demo: build
 	@sh deploy/demo.sh build/bin $(if $(KEEP),--keep)
@@ -56,4 +64,4 @@ windows: deps
 	@cmake --build build-win -j $(JOBS)
 
 clean:
-	rm -rf build build-test build-win
+	rm -rf build build-test build-tsan build-win
