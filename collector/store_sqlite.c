@@ -1034,6 +1034,14 @@ static void writer_commit(struct store *st, struct store_write *batch)
 			rc = update_status(st, w->host_id, now);
 		}
 		hostmap_free(&seen);
+		/* What each Ack will say, read inside the transaction: the same
+		 * once it commits (this is the only writer), without a read
+		 * transaction, and its locks, for every record. Only agents'
+		 * records are acknowledged: a command's state or a retention
+		 * pass needs no sequence. */
+		for (struct store_write *w = batch; w && rc == 0; w = w->next)
+			if (w->status == 0 && w->msg)
+				w->highest_seq = writer_highest(st, w->host_id);
 		if (rc == 0 && exec(st->wdb, "COMMIT", why, sizeof(why)) == 0)
 			break;
 		int code = sqlite3_extended_errcode(st->wdb);
@@ -1050,11 +1058,6 @@ static void writer_commit(struct store *st, struct store_write *batch)
 		uv_sleep(delay_ms);
 		delay_ms = delay_ms < 5000 ? delay_ms * 2 : 5000;
 	}
-	/* Only agents' records are acknowledged: a command's state or a
-	 * retention pass needs no sequence. */
-	for (struct store_write *w = batch; w; w = w->next)
-		if (w->status == 0 && w->msg)
-			w->highest_seq = writer_highest(st, w->host_id);
 }
 
 /* SQLite copies the WAL back into the database every 1,000 pages by
