@@ -16,7 +16,7 @@
 #   --promote "N..."      hosts broken at once, one run each (1000)
 #   --ingest-agents A     agents sending events (300)
 #   --ingest-rates "E..." events/s per agent, one step each, until the
-#                         acknowledged rate stops growing (100 200 400 600 800)
+#                         acknowledged rate stops growing (100 200 333 400 600 800)
 #   --ingest-batch B      events per EventBatch (100)
 #   --ingest-seconds S    measured seconds per step (8)
 #   --repeat R            runs of each baseline; the median is reported (3)
@@ -36,7 +36,7 @@ RESUME=${BENCH_RESUME:-"5000"}
 STORM=${BENCH_STORM:-"1000 10000"}
 PROMOTE=${BENCH_PROMOTE:-"1000"}
 INGEST_AGENTS=${BENCH_INGEST_AGENTS:-300}
-INGEST_RATES=${BENCH_INGEST_RATES:-"100 200 400 600 800"}
+INGEST_RATES=${BENCH_INGEST_RATES:-"100 200 333 400 600 800"}
 INGEST_BATCH=${BENCH_INGEST_BATCH:-100}
 INGEST_SECONDS=${BENCH_INGEST_SECONDS:-8}
 REPEAT=${BENCH_REPEAT:-3}
