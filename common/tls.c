@@ -607,7 +607,6 @@ static int input_keep(struct tls_conn *c, const uint8_t *data, size_t len)
 	return 0;
 }
 
-
 static void write_cb(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
