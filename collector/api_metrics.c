@@ -3,10 +3,13 @@
  * callback; hosts, commands and spool drops from the store. When the store
  * cannot answer, the live counters are still served, with exfleet_store_up
  * at 0, since that is when monitoring needs them most. */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api_internal.h"
 #include "log.h"
@@ -122,6 +125,44 @@ static void live(struct text *t, const struct api_stats *s)
 	value(t, "exfleet_accept_emfile_total", s->emfile);
 }
 
+/* The process, as Prometheus's own clients name it: what sessions cost in
+ * memory and CPU, and how near the open-file ceiling the collector is. A
+ * figure that cannot be read is left out. */
+static void process(struct text *t)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned long long size, resident;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f && page > 0 && fscanf(f, "%llu %llu", &size, &resident) == 2) {
+		family(t, "process_resident_memory_bytes", "gauge", "Resident memory in bytes.");
+		value(t, "process_resident_memory_bytes", resident * (unsigned long long)page);
+	}
+	if (f)
+		fclose(f);
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		family(t, "process_cpu_seconds_total", "counter",
+		       "User and system CPU time spent, in seconds.");
+		add(t, "process_cpu_seconds_total %.3f\n",
+		    (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+			    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+	}
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		uint64_t n = 0;
+		for (struct dirent *e; (e = readdir(d));)
+			n += e->d_name[0] != '.';
+		closedir(d);
+		family(t, "process_open_fds", "gauge", "Open file descriptors.");
+		value(t, "process_open_fds", n > 0 ? n - 1 : 0); /* less the one reading */
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		family(t, "process_max_fds", "gauge", "The open-file limit (soft).");
+		value(t, "process_max_fds", (uint64_t)rl.rlim_cur);
+	}
+}
+
 static void stored(struct text *t, json_t *counts)
 {
 	family(t, "exfleet_agent_spool_dropped_records", "gauge",
@@ -180,6 +221,7 @@ int api_get_metrics(struct api_request *r)
 	}
 	t.buf[0] = '\0';
 	live(&t, &s);
+	process(&t);
 	family(&t, "exfleet_store_up", "gauge", "1 when the store answered this scrape.");
 	value(&t, "exfleet_store_up", counts != NULL);
 	if (counts)

@@ -1268,7 +1268,23 @@ static int sample_line(const char *line)
 	if (*p != ' ')
 		return 0;
 	p++;
-	return *p && strspn(p, "0123456789") == strlen(p);
+	/* An integer, or a decimal fraction (CPU seconds). */
+	size_t whole = strspn(p, "0123456789");
+	if (whole == 0)
+		return 0;
+	p += whole;
+	if (*p == '.')
+		p += 1 + strspn(p + 1, "0123456789");
+	return *p == '\0';
+}
+
+/* The value of the sample named name in a /metrics text, or -1. */
+static double sample_value(const char *text, const char *name)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "\n%s ", name);
+	const char *p = strstr(text, key);
+	return p ? strtod(p + strlen(key), NULL) : -1;
 }
 
 static void test_metrics(void **state)
@@ -1319,6 +1335,12 @@ static void test_metrics(void **state)
 		if (!strstr(lines_nl, line))
 			fail_msg("not in /metrics: %s", expected[i]);
 	}
+	/* The process itself: memory, CPU, and how near the open-file limit. */
+	assert_true(sample_value(lines_nl, "process_resident_memory_bytes") > 1e6);
+	assert_true(sample_value(lines_nl, "process_cpu_seconds_total") > 0);
+	double fds = sample_value(lines_nl, "process_open_fds");
+	assert_true(fds >= 3);
+	assert_true(sample_value(lines_nl, "process_max_fds") >= fds);
 	free(lines_nl);
 	/* Every sample follows its family's HELP and TYPE. */
 	char *text = strdup(c->body_text), *save = NULL, family[128] = "";
