@@ -50,71 +50,6 @@ static void command_free(struct relay_command *c)
 
 /* ---- the check, on the thread pool ---- */
 
-static const char context[] = SIGN_COMMAND_CONTEXT; /* sizeof counts the NUL */
-
-/* A command whose signer passed sign_verify_command within SIGNER_TTL_MS:
- * the rest of what it checks, per command (sign.h lists them): signature
- * over the body, addressee, id, times. The agent checks all of it again. */
-static int check_with_signer(const Exfleet__Command *cmd, EVP_PKEY *key, const char *host_id,
-			     int64_t now_ms, char *reason, size_t reasonlen)
-{
-	int rc = UV_EACCES;
-	EVP_MD_CTX *md = NULL;
-	uint8_t *msg = NULL;
-	Exfleet__CommandBody *body = NULL;
-	if (cmd->body.len > SIGN_BODY_MAX || cmd->signature.len == 0 ||
-	    cmd->signature.len > SIGN_SIGNATURE_MAX) {
-		snprintf(reason, reasonlen, "bad signature");
-		return UV_EACCES;
-	}
-	msg = malloc(sizeof(context) + cmd->body.len);
-	md = EVP_MD_CTX_new();
-	if (!msg || !md) {
-		snprintf(reason, reasonlen, "checking a command: out of memory");
-		rc = UV_ENOMEM;
-		goto out;
-	}
-	memcpy(msg, context, sizeof(context));
-	if (cmd->body.len)
-		memcpy(msg + sizeof(context), cmd->body.data, cmd->body.len);
-	const EVP_MD *digest = EVP_PKEY_is_a(key, "ED25519") ? NULL : EVP_sha256();
-	if (EVP_DigestVerifyInit(md, NULL, digest, NULL, key) != 1 ||
-	    EVP_DigestVerify(md, cmd->signature.data, cmd->signature.len, msg,
-			     sizeof(context) + cmd->body.len) != 1) {
-		snprintf(reason, reasonlen, "bad signature");
-		goto out;
-	}
-	rc = UV_EINVAL;
-	body = exfleet__command_body__unpack(NULL, cmd->body.len, cmd->body.data);
-	if (!body) {
-		snprintf(reason, reasonlen, "command body does not decode");
-	} else if (strcmp(body->target_host_id, host_id) != 0) {
-		snprintf(reason, reasonlen, "addressed to host '%.64s', not '%s'",
-			 body->target_host_id, host_id);
-	} else if (!sign_command_id_valid(body->id)) {
-		snprintf(reason, reasonlen, "command id is not 1 to %d lower-case hex digits",
-			 SIGN_COMMAND_ID_MAX);
-	} else if (body->issued_at_ms > now_ms + RELAY_SKEW_MS) {
-		snprintf(reason, reasonlen, "issued in the future: check the clocks");
-	} else if (body->expires_at_ms < now_ms - RELAY_SKEW_MS) {
-		snprintf(reason, reasonlen, "expired");
-		rc = UV_ETIMEDOUT;
-	} else if (body->expires_at_ms < body->issued_at_ms ||
-		   (uint64_t)body->expires_at_ms - (uint64_t)body->issued_at_ms >
-			   (uint64_t)SIGN_COMMAND_LIFETIME_MAX_MS) {
-		snprintf(reason, reasonlen, "lifetime out of bounds (0 to 24 h)");
-	} else {
-		rc = 0;
-	}
-out:
-	if (body)
-		exfleet__command_body__free_unpacked(body, NULL);
-	EVP_MD_CTX_free(md);
-	free(msg);
-	ERR_clear_error();
-	return rc;
-}
-
 /* The signer of this certificate, checked recently: its key, referenced. */
 static EVP_PKEY *signer_find(struct relay *r, const unsigned char digest[32], int64_t now_ms)
 {
@@ -173,8 +108,13 @@ static int check_command(struct relay *r, struct relay_command *c, int64_t now_m
 	EVP_PKEY *key = known ? signer_find(r, digest, now_ms) : NULL;
 	int rc;
 	if (key) {
-		rc = check_with_signer(c->cmd, key, c->host_id, now_ms, c->reason,
-				       sizeof(c->reason));
+		/* The rest of what sign_verify_command checks, per command. The
+		 * agent checks all of it again. */
+		Exfleet__CommandBody *body = NULL;
+		rc = sign_verify_command_key(key, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS, &body,
+					     c->reason, sizeof(c->reason));
+		if (body)
+			exfleet__command_body__free_unpacked(body, NULL);
 		EVP_PKEY_free(key);
 		(*fast)++;
 	} else {

@@ -504,28 +504,9 @@ static int times_check(const Exfleet__CommandBody *b, int64_t now_ms, int64_t sk
 	return 0;
 }
 
-int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
-                        const char *my_host_id, int64_t now_ms, int64_t skew_ms,
-                        Exfleet__CommandBody **body_out, char *operator_out, char *reason,
-                        size_t reasonlen)
+/* The size limits, which come before anything is parsed. */
+static int sizes_check(const Exfleet__Command *cmd, char *reason, size_t reasonlen)
 {
-	X509 *cert = NULL;
-	EVP_MD_CTX *mdctx = NULL;
-	Exfleet__CommandBody *body = NULL;
-	uint8_t *msg = NULL;
-	size_t msg_len = 0;
-	const EVP_MD *md;
-	char name[SIGN_OPERATOR_MAX];
-	int rc;
-
-	ERR_clear_error();
-	*body_out = NULL;
-	operator_out[0] = '\0';
-	if (skew_ms < 0)
-		skew_ms = 0;
-	if (skew_ms > SKEW_MAX_MS)
-		skew_ms = SKEW_MAX_MS;
-
 	if (cmd->body.len > SIGN_BODY_MAX) {
 		snprintf(reason, reasonlen, "command body of %zu bytes exceeds %d", cmd->body.len,
 		         SIGN_BODY_MAX);
@@ -541,30 +522,29 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
 		         SIGN_SIGNATURE_MAX);
 		return UV_EINVAL;
 	}
-	if (cmd->issuer_certificate.len == 0) {
-		snprintf(reason, reasonlen, "no issuer certificate");
-		return UV_EACCES;
-	}
-	const unsigned char *p = cmd->issuer_certificate.data;
-	cert = d2i_X509(NULL, &p, (long)cmd->issuer_certificate.len);
-	/* Trailing bytes would be unsigned data riding along: refuse them. */
-	if (!cert || p != cmd->issuer_certificate.data + cmd->issuer_certificate.len) {
-		snprintf(reason, reasonlen, "issuer certificate does not parse (DER)");
-		rc = UV_EACCES;
-		goto out;
-	}
-	if ((rc = sign_verifier_check_cert(v, cert, PKI_ROLE_OPERATOR, now_ms, name, reason,
-	                                   reasonlen)) < 0) {
-		snprintf(operator_out, SIGN_OPERATOR_MAX, "%s", name);
-		goto out;
-	}
-	snprintf(operator_out, SIGN_OPERATOR_MAX, "%s", name);
+	return 0;
+}
 
-	EVP_PKEY *pub = X509_get0_pubkey(cert);
+static int64_t skew_bounded(int64_t skew_ms)
+{
+	return skew_ms < 0 ? 0 : skew_ms > SKEW_MAX_MS ? SKEW_MAX_MS : skew_ms;
+}
+
+/* From the key algorithm on: the signature, then the body. */
+static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const char *my_host_id,
+                           int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
+                           char *reason, size_t reasonlen)
+{
+	EVP_MD_CTX *mdctx = NULL;
+	Exfleet__CommandBody *body = NULL;
+	uint8_t *msg = NULL;
+	size_t msg_len = 0;
+	const EVP_MD *md;
+	int rc;
+
 	if (!pub || sign_key_digest(pub, &md) < 0) {
 		snprintf(reason, reasonlen, "signer key is neither ECDSA P-256 nor Ed25519");
-		rc = UV_EACCES;
-		goto out;
+		return UV_EACCES;
 	}
 	msg = signed_message(cmd->body.data, cmd->body.len, &msg_len);
 	mdctx = EVP_MD_CTX_new();
@@ -609,7 +589,54 @@ out:
 		exfleet__command_body__free_unpacked(body, NULL);
 	EVP_MD_CTX_free(mdctx);
 	free(msg);
+	ERR_clear_error();
+	return rc;
+}
+
+int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
+                        const char *my_host_id, int64_t now_ms, int64_t skew_ms,
+                        Exfleet__CommandBody **body_out, char *operator_out, char *reason,
+                        size_t reasonlen)
+{
+	char name[SIGN_OPERATOR_MAX];
+	int rc;
+
+	ERR_clear_error();
+	*body_out = NULL;
+	operator_out[0] = '\0';
+	if ((rc = sizes_check(cmd, reason, reasonlen)) < 0)
+		return rc;
+	if (cmd->issuer_certificate.len == 0) {
+		snprintf(reason, reasonlen, "no issuer certificate");
+		return UV_EACCES;
+	}
+	const unsigned char *p = cmd->issuer_certificate.data;
+	X509 *cert = d2i_X509(NULL, &p, (long)cmd->issuer_certificate.len);
+	/* Trailing bytes would be unsigned data riding along: refuse them. */
+	if (!cert || p != cmd->issuer_certificate.data + cmd->issuer_certificate.len) {
+		snprintf(reason, reasonlen, "issuer certificate does not parse (DER)");
+		rc = UV_EACCES;
+	} else {
+		rc = sign_verifier_check_cert(v, cert, PKI_ROLE_OPERATOR, now_ms, name, reason,
+		                              reasonlen);
+		snprintf(operator_out, SIGN_OPERATOR_MAX, "%s", name);
+		if (rc == 0)
+			rc = verify_with_key(X509_get0_pubkey(cert), cmd, my_host_id, now_ms,
+			                     skew_bounded(skew_ms), body_out, reason, reasonlen);
+	}
 	X509_free(cert);
 	ERR_clear_error();
 	return rc;
+}
+
+int sign_verify_command_key(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
+                            int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
+                            char *reason, size_t reasonlen)
+{
+	ERR_clear_error();
+	*body_out = NULL;
+	int rc = sizes_check(cmd, reason, reasonlen);
+	return rc < 0 ? rc
+	              : verify_with_key(key, cmd, my_host_id, now_ms, skew_bounded(skew_ms),
+	                                body_out, reason, reasonlen);
 }

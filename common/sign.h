@@ -119,4 +119,12 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
                         Exfleet__CommandBody **body_out, char *operator_out, char *reason,
                         size_t reasonlen);
 
+/* sign_verify_command's checks with the signer's key taken as trusted: the
+ * sizes, then from the key algorithm on, with the same reasons and results.
+ * For a caller that verified the key's certificate a moment ago (the
+ * collector's relay, which sees a wave's commands from one operator). */
+int sign_verify_command_key(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
+                            int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
+                            char *reason, size_t reasonlen);
+
 #endif

@@ -651,6 +651,73 @@ static void test_bad_id(void **state)
 	}
 }
 
+/* With the signer's key taken as trusted, the checks that follow the
+ * certificate give what sign_verify_command gives: the same result, the
+ * same reason, the same body. */
+static void expect_key_path_agrees(struct sign_verifier *v, const Exfleet__Command *cmd,
+                                   EVP_PKEY *key, int64_t now)
+{
+	Exfleet__CommandBody *full = NULL, *keyed = NULL;
+	char op[SIGN_OPERATOR_MAX], full_reason[512] = "", key_reason[512] = "";
+	int full_rc = sign_verify_command(v, cmd, "EXCH01", now, SKEW_MS, &full, op, full_reason,
+	                                  sizeof(full_reason));
+	int key_rc = sign_verify_command_key(key, cmd, "EXCH01", now, SKEW_MS, &keyed, key_reason,
+	                                     sizeof(key_reason));
+	assert_int_equal(key_rc, full_rc);
+	assert_string_equal(key_reason, full_reason);
+	assert_int_equal(keyed != NULL, full != NULL);
+	if (full)
+		assert_string_equal(keyed->id, full->id);
+	exfleet__command_body__free_unpacked(full, NULL);
+	exfleet__command_body__free_unpacked(keyed, NULL);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_trusted_key(void **state)
+{
+	int64_t now = util_now_ms();
+	for (int a = 0; a < 2; a++) {
+		EVP_PKEY *alice = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice");
+		struct body s;
+		Exfleet__Command cmd;
+		const int64_t times[][2] = {{now, now + HOUR_MS},
+		                            {now - 2 * HOUR_MS, now - HOUR_MS},
+		                            {now + HOUR_MS, now + 2 * HOUR_MS},
+		                            {now, now + 25 * HOUR_MS}};
+		for (size_t t = 0; t < sizeof(times) / sizeof(times[0]); t++) {
+			body_init(&s, ID, "EXCH01", times[t][0], times[t][1]);
+			sign_as(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+			expect_key_path_agrees(fx->d[a].v, &cmd, alice, now);
+			cmd.signature.data[0] ^= 0x01;
+			expect_key_path_agrees(fx->d[a].v, &cmd, alice, now);
+			sign_command_free(&cmd);
+		}
+		body_init(&s, ID, "EXCH02", now, now + HOUR_MS);
+		sign_as(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+		expect_key_path_agrees(fx->d[a].v, &cmd, alice, now);
+		sign_command_free(&cmd);
+		body_init(&s, "ABC", "EXCH01", now, now + HOUR_MS);
+		sign_as(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+		expect_key_path_agrees(fx->d[a].v, &cmd, alice, now);
+		sign_command_free(&cmd);
+
+		/* Another operator's key does not open alice's signature. */
+		EVP_PKEY *bob = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "bob");
+		body_init(&s, ID, "EXCH01", now, now + HOUR_MS);
+		sign_as(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+		Exfleet__CommandBody *body = (Exfleet__CommandBody *)&cmd; /* must be reset */
+		char reason[512] = "";
+		assert_int_equal(sign_verify_command_key(bob, &cmd, "EXCH01", now, SKEW_MS, &body,
+		                                         reason, sizeof(reason)),
+		                 UV_EACCES);
+		assert_null(body);
+		assert_string_equal(reason, "bad signature");
+		sign_command_free(&cmd);
+		EVP_PKEY_free(bob);
+		EVP_PKEY_free(alice);
+	}
+}
+
 static void test_missing_cert(void **state)
 {
 	int64_t now = util_now_ms();
@@ -844,6 +911,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_cert),    cmocka_unit_test(test_garbage_der),
 	    cmocka_unit_test(test_sizes),           cmocka_unit_test(test_documented_format),
 	    cmocka_unit_test(test_sign_refusals),   cmocka_unit_test(test_verifier_files),
+	    cmocka_unit_test(test_trusted_key),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
