@@ -130,6 +130,10 @@ int ctl_api_limit(struct ctl_api *api, const char *text, long *limit);
 /* The items of a list, following "next" page after page; at most max
  * items (0: all). path may already carry a query. */
 int ctl_api_get_items(struct ctl_api *api, const char *path, size_t max, json_t **items);
+/* A list as its command's flags ask: --json, --csv (csv prints it), or a
+ * table (table prints it), with empty the line said when there are none. */
+void ctl_api_print_list(const struct ctl_api *api, json_t *items, void (*csv)(json_t *items),
+			void (*table)(json_t *items), const char *empty);
 
 /* A request path with its query, percent-encoded. */
 struct ctl_path {

@@ -390,6 +390,19 @@ static int get_page(struct ctl_api *api, const char *path, size_t page, json_int
 	return rc;
 }
 
+void ctl_api_print_list(const struct ctl_api *api, json_t *items, void (*csv)(json_t *items),
+			void (*table)(json_t *items), const char *empty)
+{
+	if (api->json)
+		ctl_print_json(items);
+	else if (api->csv)
+		csv(items);
+	else if (json_array_size(items) == 0)
+		puts(empty);
+	else
+		table(items);
+}
+
 int ctl_api_get_items(struct ctl_api *api, const char *path, size_t max, json_t **items)
 {
 	json_int_t offset = 0;

@@ -201,16 +201,9 @@ int ctl_commands(int argc, char **argv)
 		ctl_path_param(&path, "state", state);
 		rc = ctl_api_get_items(&api, path.text, (size_t)limit, &items);
 	}
-	if (rc == CTL_OK) {
-		if (api.json)
-			ctl_print_json(items);
-		else if (api.csv)
-			commands_csv(items);
-		else if (json_array_size(items) == 0)
-			printf("(no commands%s)\n", host || state ? " match" : " yet");
-		else
-			commands_table(items);
-	}
+	if (rc == CTL_OK)
+		ctl_api_print_list(&api, items, commands_csv, commands_table,
+				   host || state ? "(no commands match)" : "(no commands yet)");
 	json_decref(items);
 	ctl_api_close(&api);
 	return rc;

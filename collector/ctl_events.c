@@ -151,16 +151,8 @@ int ctl_events(int argc, char **argv)
 		ctl_path_param(&path, "until", until);
 		rc = ctl_api_get_items(&api, path.text, (size_t)limit, &items);
 	}
-	if (rc == CTL_OK) {
-		if (api.json)
-			ctl_print_json(items);
-		else if (api.csv)
-			events_csv(items);
-		else if (json_array_size(items) == 0)
-			printf("(no events match)\n");
-		else
-			events_table(items);
-	}
+	if (rc == CTL_OK)
+		ctl_api_print_list(&api, items, events_csv, events_table, "(no events match)");
 	json_decref(items);
 	ctl_api_close(&api);
 	return rc;

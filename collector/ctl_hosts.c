@@ -155,17 +155,10 @@ int ctl_hosts(int argc, char **argv)
 		ctl_path_param(&path, "site", site);
 		rc = ctl_api_get_items(&api, path.text, 0, &items);
 	}
-	if (rc == CTL_OK) {
-		if (api.json)
-			ctl_print_json(items);
-		else if (api.csv)
-			hosts_csv(items);
-		else if (json_array_size(items) == 0)
-			printf("(no hosts%s)\n", status || connectivity || wave || site ? " match"
-											: " yet");
-		else
-			hosts_table(items);
-	}
+	if (rc == CTL_OK)
+		ctl_api_print_list(&api, items, hosts_csv, hosts_table,
+				   status || connectivity || wave || site ? "(no hosts match)"
+									   : "(no hosts yet)");
 	json_decref(items);
 	ctl_api_close(&api);
 	return rc;
