@@ -272,19 +272,27 @@ int api_get_audit(struct api_request *r)
 /* The fleet at a glance: {"hosts", "by_status" (every status, and
  * NEVER_SEEN for planned hosts that never connected), "by_connectivity",
  * "commands_by_state", "generated_at"}. */
+int api_counts(const struct api *a, struct store_clock *clock, json_t **counts, char *err,
+	       size_t errlen)
+{
+	struct store_query *q = api_store(a);
+	api_clock(a, clock);
+	*counts = NULL;
+	int rc = store_query_begin(q, err, errlen);
+	if (rc == 0)
+		rc = store_query_counts(q, clock, counts, err, errlen);
+	store_query_end(q);
+	return rc;
+}
+
 int api_get_summary(struct api_request *r)
 {
 	if (api_params_only(r, none) < 0)
 		return 0;
-	struct store_query *q = api_store(r->api);
 	struct store_clock clock;
-	api_clock(r->api, &clock);
 	char err[512];
-	json_t *counts = NULL;
-	int rc = store_query_begin(q, err, sizeof(err));
-	if (rc == 0)
-		rc = store_query_counts(q, &clock, &counts, err, sizeof(err));
-	store_query_end(q);
+	json_t *counts;
+	int rc = api_counts(r->api, &clock, &counts, err, sizeof(err));
 	if (rc < 0)
 		return api_store_error(r, rc, err);
 	json_t *by_status = json_object(), *by_connectivity = json_object();

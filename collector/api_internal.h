@@ -94,6 +94,11 @@ int api_send_page(struct api_request *r, json_t *items, int64_t total, const str
 
 /* The clock connectivity is judged by. */
 void api_clock(const struct api *a, struct store_clock *clock);
+/* The fleet's counts by status, connectivity and command state
+ * (store_query_counts) as of *clock, which it sets, in a read transaction
+ * of their own: 0 or a store error with err. */
+int api_counts(const struct api *a, struct store_clock *clock, json_t **counts, char *err,
+	       size_t errlen);
 
 /* Replaces key's integer value in o by the name of that value in the
  * protobuf enum (e.g. 4 -> "SERVICE_RUNNING"); leaves it when unknown. */

@@ -202,16 +202,10 @@ int api_get_metrics(struct api_request *r)
 	if (cfg->stats)
 		cfg->stats(&s, cfg->arg);
 
-	struct store_query *q = api_store(r->api);
 	struct store_clock clock;
-	api_clock(r->api, &clock);
 	char err[512];
-	json_t *counts = NULL;
-	int rc = store_query_begin(q, err, sizeof(err));
-	if (rc == 0)
-		rc = store_query_counts(q, &clock, &counts, err, sizeof(err));
-	store_query_end(q);
-	if (rc < 0)
+	json_t *counts;
+	if (api_counts(r->api, &clock, &counts, err, sizeof(err)) < 0)
 		log_warn("api: metrics: store: %s", err);
 
 	struct text t = {malloc(METRICS_MAX), 0, METRICS_MAX, 0};
