@@ -639,7 +639,7 @@ static const struct command commands[] = {
 	 "                              Exchange services running with the rights they need\n"
 	 "  DIR/waves.csv               host,wave,planned_date (weekly from 2026-12-07)\n"
 	 "  DIR/pki/                    a CA, the collector's certificate, operator 'admin',\n"
-	 "                              one agent certificate per host (ECDSA P-256)\n"
+	 "                              one agent certificate per host (Ed25519)\n"
 	 "  DIR/agents/EXCH001.ini ...  agent configurations (probe backend sim)\n"
 	 "  DIR/collector.ini           the collector's configuration\n"
 	 "  DIR/exsvc.password          the Exchange account's password, unless --password-file\n"

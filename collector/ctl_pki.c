@@ -23,12 +23,16 @@ static const char pki_usage[] =
     "  init --dir DIR [--algo ecdsa|ed25519] [--days N]\n"
     "      Create the CA (default ECDSA P-256, valid 3650 days): DIR/ca.crt,\n"
     "      DIR/ca.key, DIR/crl.pem, DIR/index.txt.\n"
-    "  issue agent HOST_ID --dir DIR [--days N] [--force]\n"
-    "  issue collector DNS_NAME --dir DIR [--days N] [--force]\n"
-    "  issue operator NAME --role operator|viewer --dir DIR [--days N] [--force]\n"
+    "  issue agent HOST_ID --dir DIR [--days N] [--algo A] [--force]\n"
+    "  issue collector DNS_NAME --dir DIR [--days N] [--algo A] [--force]\n"
+    "  issue operator NAME --role operator|viewer --dir DIR [--days N] [--algo A]\n"
+    "        [--force]\n"
     "      Issue a certificate and key (default valid 825 days):\n"
-    "      DIR/<role>/<name>.crt and DIR/<role>/<name>.key. --force issues one\n"
-    "      even though the name holds a valid certificate, which stays valid.\n"
+    "      DIR/<role>/<name>.crt and DIR/<role>/<name>.key. Agent keys are\n"
+    "      Ed25519 (a collector holds one per session: they are the smaller),\n"
+    "      the others' follow the CA; --algo ecdsa|ed25519 chooses. --force\n"
+    "      issues one even though the name holds a valid certificate, which\n"
+    "      stays valid.\n"
     "  revoke SERIAL_OR_NAME --dir DIR\n"
     "      Revoke one certificate, or every certificate of a name, and rewrite\n"
     "      DIR/crl.pem; copy it to the collectors.\n"
@@ -151,6 +155,19 @@ static int parse_args(int argc, char **argv, unsigned allowed, int npos_min, int
 	return CTL_OK;
 }
 
+/* --algo's value; the caller has checked that one was given. */
+static int parse_algo(const struct pki_args *a, enum pki_algo *algo)
+{
+	if (strcmp(a->algo, "ed25519") == 0)
+		*algo = PKI_ALGO_ED25519;
+	else if (strcmp(a->algo, "ecdsa") == 0)
+		*algo = PKI_ALGO_ECDSA_P256;
+	else
+		return ctl_usage_error(a->what, "pki", "--algo '%s': use ecdsa or ed25519",
+		                       a->algo);
+	return CTL_OK;
+}
+
 static int pki_init_cmd(int argc, char **argv)
 {
 	struct pki_args a = {.what = "pki init"};
@@ -159,10 +176,8 @@ static int pki_init_cmd(int argc, char **argv)
 	int rc = parse_args(argc, argv, OPT_DIR | OPT_DAYS | OPT_ALGO, 0, 0, "", &a);
 	if (rc != CTL_OK || a.help)
 		goto out;
-	if (a.algo && strcmp(a.algo, "ed25519") == 0)
-		algo = PKI_ALGO_ED25519;
-	else if (a.algo && strcmp(a.algo, "ecdsa") != 0)
-		return ctl_usage_error(a.what, "pki", "--algo '%s': use ecdsa or ed25519", a.algo);
+	if (a.algo && (rc = parse_algo(&a, &algo)) != CTL_OK)
+		return rc;
 	if (pki_init(a.dir, algo, a.days, err, sizeof(err)) < 0)
 		return ctl_fail(a.what, "%s", err);
 	printf("created a CA (%s, valid %d days) in %s:\n"
@@ -204,10 +219,13 @@ static int pki_issue_cmd(int argc, char **argv)
 	struct pki_issue_opts o = {0};
 	struct pki_entry issued;
 	char err[512], crt[4096], key[4096], until[32];
-	int rc = parse_args(argc, argv, OPT_DIR | OPT_DAYS | OPT_FORCE | OPT_ROLE, 2, 2,
+	int rc = parse_args(argc, argv, OPT_DIR | OPT_DAYS | OPT_FORCE | OPT_ROLE | OPT_ALGO, 2, 2,
 	                    "agent|collector|operator NAME", &a);
 	if (rc != CTL_OK || a.help)
 		goto out;
+	if (a.algo && (rc = parse_algo(&a, &o.algo)) != CTL_OK)
+		return rc;
+	o.algo_set = a.algo != NULL;
 	const char *kind = a.pos[0];
 	if (strcmp(kind, "agent") == 0 || strcmp(kind, "collector") == 0) {
 		if (a.role)

@@ -620,14 +620,14 @@ static int cert_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
 
 /* Built as a GENERAL_NAME rather than a "DNS:..." config string, so that no
  * name can smuggle a second entry in. */
-static int cert_san(X509 *cert, const char *name, int allow_ip)
+static int cert_san(X509 *cert, const char *name)
 {
 	int rc = UV_EIO;
 	GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
 	GENERAL_NAME *gen = GENERAL_NAME_new();
 	if (!names || !gen)
 		goto out;
-	ASN1_OCTET_STRING *ip = allow_ip ? a2i_IPADDRESS(name) : NULL;
+	ASN1_OCTET_STRING *ip = a2i_IPADDRESS(name);
 	ERR_clear_error();
 	if (ip) {
 		GENERAL_NAME_set0_value(gen, GEN_IPADD, ip);
@@ -661,6 +661,11 @@ static EVP_PKEY *key_new(enum pki_algo algo)
 	if (algo == PKI_ALGO_ED25519)
 		return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+}
+
+enum pki_algo pki_leaf_algo(enum pki_role role, enum pki_algo ca_algo)
+{
+	return role == PKI_ROLE_AGENT ? PKI_ALGO_ED25519 : ca_algo;
 }
 
 static int key_algo(EVP_PKEY *key, enum pki_algo *algo)
@@ -764,10 +769,11 @@ static int leaf_cert_new(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const struct
 	    cert_ext(cert, &ctx, NID_subject_key_identifier, "hash") < 0 ||
 	    cert_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always") < 0)
 		goto out;
-	if (o->role == PKI_ROLE_COLLECTOR || o->role == PKI_ROLE_AGENT) {
-		if (cert_san(cert, o->name, o->role == PKI_ROLE_COLLECTOR) < 0)
-			goto out;
-	}
+	/* The collector's name, for clients to check. An agent is named by its
+	 * CN alone: it serves nothing, and every collector keeps its certificate
+	 * in memory for the session's life. */
+	if (o->role == PKI_ROLE_COLLECTOR && cert_san(cert, o->name) < 0)
+		goto out;
 	if (!X509_sign(cert, ca_key, sign_md(ca_key)))
 		goto out;
 	entry->role = o->role;
@@ -1040,9 +1046,14 @@ int pki_issue(const char *dir, const struct pki_issue_opts *o, struct pki_entry 
 		rc = UV_EINVAL;
 		goto out;
 	}
+	if (o->algo_set && o->algo != PKI_ALGO_ECDSA_P256 && o->algo != PKI_ALGO_ED25519) {
+		snprintf(err, errlen, "unknown key algorithm %d", (int)o->algo);
+		rc = UV_EINVAL;
+		goto out;
+	}
 	if ((rc = util_mkdir_p(role_dir, 0700, err, errlen)) < 0)
 		goto out;
-	key = key_new(algo);
+	key = key_new(o->algo_set ? o->algo : pki_leaf_algo(o->role, algo));
 	if (!key) {
 		rc = ssl_fail(err, errlen, "generating a key");
 		goto out;
@@ -1312,10 +1323,11 @@ out:
 	return rc;
 }
 
-int pki_ca_keygen(const struct pki_ca *ca, EVP_PKEY **out, char *err, size_t errlen)
+int pki_ca_keygen(const struct pki_ca *ca, enum pki_role role, EVP_PKEY **out, char *err,
+                  size_t errlen)
 {
 	ERR_clear_error();
-	*out = key_new(ca->algo);
+	*out = key_new(pki_leaf_algo(role, ca->algo));
 	if (!*out)
 		return ssl_fail(err, errlen, "generating a key");
 	return 0;

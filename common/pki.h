@@ -66,10 +66,18 @@ struct pki_issue_opts {
 	int days;           /* 0: PKI_LEAF_DAYS_DEFAULT; never beyond the CA's notAfter */
 	int64_t backdate_s; /* tests: shift notBefore and notAfter this far into the past */
 	int force;          /* issue even though role+name holds a valid certificate */
+	int algo_set;       /* 0: the key is of pki_leaf_algo()'s algorithm; 1: of algo */
+	enum pki_algo algo;
 };
 
-/* Issues a certificate and a new key (same algorithm as the CA's) for
- * o->role and o->name, writing pki_cert_path()'s files. Without o->force it
+/* The key algorithm a holder gets unless told otherwise. Agents get Ed25519
+ * whatever the CA's algorithm: a collector keeps every agent's certificate
+ * for as long as its session lives, and a parsed Ed25519 key takes 1.8 KB
+ * less of its memory than a P-256 one. The others get the CA's algorithm, so
+ * that an ECDSA deployment's collector and operators stay usable in browsers. */
+enum pki_algo pki_leaf_algo(enum pki_role role, enum pki_algo ca_algo);
+
+/* Issues a certificate and a new key for o->role and o->name, writing pki_cert_path()'s files. Without o->force it
  * refuses when the role+name already holds a certificate that is neither
  * revoked nor expired; with it, the files are replaced and the earlier
  * certificate stays valid until it expires or is revoked. issued (may be NULL)
@@ -112,8 +120,9 @@ struct pki_ca;
 /* Loads DIR/ca.crt and DIR/ca.key (which must be private), refusing an
  * expired CA. Free with pki_ca_free. */
 int pki_ca_load(const char *dir, struct pki_ca **out, char *err, size_t errlen);
-/* A new key of the CA's algorithm, as pki_issue would make for a holder. */
-int pki_ca_keygen(const struct pki_ca *ca, EVP_PKEY **out, char *err, size_t errlen);
+/* A new key of the algorithm pki_issue would give a holder of role. */
+int pki_ca_keygen(const struct pki_ca *ca, enum pki_role role, EVP_PKEY **out, char *err,
+                  size_t errlen);
 /* Signs a certificate for role and name over key's public half. days 0 means
  * PKI_LEAF_DAYS_DEFAULT, never beyond the CA's notAfter. Free *out with X509_free. */
 int pki_ca_mint(const struct pki_ca *ca, enum pki_role role, const char *name, EVP_PKEY *key,

@@ -190,4 +190,17 @@ grep -q "^[0-9a-f]*,operator,rex,[0-9TZ:-]*,revoked,[0-9TZ:-]*$" "$WORK/pki.csv"
 [ "$(grep -c . "$WORK/pki.csv")" = "$(($(jq length "$WORK/pki.json") + 1))" ] ||
 	fail "pki list --csv and --json disagree"
 expect_exit 2 "$BIN/exfleetctl" pki list --dir "$P" --json --csv
+
+# Agent keys are Ed25519 unless --algo says otherwise; a wrong --algo issues
+# nothing.
+"$BIN/exfleetctl" pki issue agent EXCH01 --dir "$P" >/dev/null
+openssl pkey -in "$P/agent/EXCH01.key" -noout -text | grep -q "ED25519 Private-Key" ||
+	fail "agent key is not Ed25519"
+"$BIN/exfleetctl" pki issue agent EXCH02 --algo ecdsa --dir "$P" >/dev/null
+openssl pkey -in "$P/agent/EXCH02.key" -noout -text | grep -q "ASN1 OID: prime256v1" ||
+	fail "pki issue --algo ecdsa: agent key is not P-256"
+expect_exit 2 "$BIN/exfleetctl" pki issue agent EXCH03 --algo rsa --dir "$P"
+grep -q "algo 'rsa': use ecdsa or ed25519" "$WORK/expect.err" ||
+	fail "pki issue --algo rsa: $(cat "$WORK/expect.err")"
+[ ! -e "$P/agent/EXCH03.key" ] || fail "pki issue --algo rsa wrote a key"
 echo "ctl: ok"

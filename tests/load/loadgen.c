@@ -1530,7 +1530,7 @@ int main(int argc, char **argv)
 	getrlimit(RLIMIT_NOFILE, &rl);
 	rc = 1;
 	if (pki_ca_load(o.pki_dir, &ca, err, sizeof(err)) < 0 ||
-	    pki_ca_keygen(ca, &key, err, sizeof(err)) < 0) {
+	    pki_ca_keygen(ca, PKI_ROLE_AGENT, &key, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: --pki: %s\n", LG_PROG, err);
 		goto out;
 	}

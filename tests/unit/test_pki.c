@@ -197,8 +197,12 @@ static void check_roles(struct fixture *f, enum pki_algo algo)
 		assert_string_equal(serial_hex, issued.serial);
 		OPENSSL_free(serial_hex);
 
-		if (cases[i].role == PKI_ROLE_COLLECTOR || cases[i].role == PKI_ROLE_AGENT)
+		/* Only the collector serves a name; the others carry none beyond
+		 * their CN. */
+		if (cases[i].role == PKI_ROLE_COLLECTOR)
 			assert_int_equal(X509_check_host(cert, cases[i].name, 0, 0, NULL), 1);
+		assert_int_equal(X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0,
+		                 cases[i].role == PKI_ROLE_COLLECTOR);
 		assert_int_equal(X509_check_host(cert, "other.example", 0, 0, NULL), 0);
 
 		char name[PKI_NAME_MAX + 1];
@@ -217,7 +221,10 @@ static void check_roles(struct fixture *f, enum pki_algo algo)
 		fclose(fp);
 		assert_non_null(pkey);
 		assert_int_equal(X509_check_private_key(cert, pkey), 1);
-		assert_true(EVP_PKEY_is_a(pkey, algo == PKI_ALGO_ED25519 ? "ED25519" : "EC"));
+		/* Agents are Ed25519 whatever the CA is; the others follow it. */
+		enum pki_algo want = cases[i].role == PKI_ROLE_AGENT ? PKI_ALGO_ED25519 : algo;
+		assert_int_equal(pki_leaf_algo(cases[i].role, algo), want);
+		assert_true(EVP_PKEY_is_a(pkey, want == PKI_ALGO_ED25519 ? "ED25519" : "EC"));
 		EVP_PKEY_free(pkey);
 		X509_free(cert);
 	}
@@ -616,7 +623,8 @@ static void test_mint(void **state)
 	struct pki_ca *ca;
 	assert_int_equal(pki_ca_load(f->dir, &ca, f->err, sizeof(f->err)), 0);
 	EVP_PKEY *key;
-	assert_int_equal(pki_ca_keygen(ca, &key, f->err, sizeof(f->err)), 0);
+	assert_int_equal(pki_ca_keygen(ca, PKI_ROLE_AGENT, &key, f->err, sizeof(f->err)), 0);
+	assert_true(EVP_PKEY_is_a(key, "ED25519"));
 	X509 *cert;
 	assert_int_equal(pki_ca_mint(ca, PKI_ROLE_AGENT, "LOAD00001", key, 1, &cert, f->err,
 				     sizeof(f->err)),
@@ -637,6 +645,45 @@ static void test_mint(void **state)
 	assert_null(strstr(read_index(f), "LOAD00001"));
 }
 
+static EVP_PKEY *issued_key(struct fixture *f, enum pki_role role, const char *name)
+{
+	char crt[4200], key[4200];
+	assert_int_equal(pki_cert_path(f->dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
+	FILE *fp = fopen(key, "r");
+	assert_non_null(fp);
+	EVP_PKEY *pkey = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
+	fclose(fp);
+	assert_non_null(pkey);
+	return pkey;
+}
+
+/* --algo overrides the role's default either way; an unknown algorithm is
+ * refused and issues nothing. */
+static void test_key_algo_chosen(void **state)
+{
+	struct fixture *f = *state;
+	init_ok(f, PKI_ALGO_ED25519);
+	struct pki_issue_opts o = {.role = PKI_ROLE_AGENT, .name = "EXCH01", .algo_set = 1,
+	                           .algo = PKI_ALGO_ECDSA_P256};
+	assert_int_equal(pki_issue(f->dir, &o, NULL, f->err, sizeof(f->err)), 0);
+	EVP_PKEY *key = issued_key(f, PKI_ROLE_AGENT, "EXCH01");
+	assert_true(EVP_PKEY_is_a(key, "EC"));
+	EVP_PKEY_free(key);
+
+	o = (struct pki_issue_opts){.role = PKI_ROLE_COLLECTOR, .name = "c.example",
+	                            .algo_set = 1, .algo = PKI_ALGO_ECDSA_P256};
+	assert_int_equal(pki_issue(f->dir, &o, NULL, f->err, sizeof(f->err)), 0);
+	key = issued_key(f, PKI_ROLE_COLLECTOR, "c.example");
+	assert_true(EVP_PKEY_is_a(key, "EC"));
+	EVP_PKEY_free(key);
+
+	o = (struct pki_issue_opts){.role = PKI_ROLE_AGENT, .name = "EXCH02", .algo_set = 1,
+	                            .algo = (enum pki_algo)7};
+	assert_int_equal(pki_issue(f->dir, &o, NULL, f->err, sizeof(f->err)), UV_EINVAL);
+	assert_non_null(strstr(f->err, "unknown key algorithm"));
+	assert_null(strstr(read_index(f), "EXCH02"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -652,6 +699,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_list, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_mint, fixture_setup, fixture_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_algo_chosen, fixture_setup, fixture_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
