@@ -74,8 +74,7 @@ enum agent_state {
 struct agent_conn {
 	struct tls_conn conn;
 	struct server *server;
-	enum agent_state state;
-	char host_id[65];
+	enum agent_state state; /* once READY, the host id is conn.peer_name */
 	uint64_t acked;          /* highest sequence acknowledged on this session */
 	int64_t connected_ms;
 	int64_t last_rx_ms;

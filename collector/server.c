@@ -101,7 +101,7 @@ static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 	struct agent_conn *old = hostmap_get(&srv->sessions, h->host_id);
 	if (old)
 		tls_conn_close(&old->conn, LOG_INFO, "replaced by a new session from %s",
-			       a->conn.addr);
+			       tls_conn_addr(&a->conn));
 	if (srv->cfg->max_sessions > 0 && !old && srv->nready >= (unsigned)srv->cfg->max_sessions) {
 		/* Full: come back later, spread by jitter. */
 		uint64_t base = srv->cfg->retry_after_ms;
@@ -124,8 +124,7 @@ static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 		refuse(a, "the collector cannot read its store; try again later");
 		return -1;
 	}
-	snprintf(a->host_id, sizeof(a->host_id), "%s", h->host_id);
-	if (hostmap_put(&srv->sessions, a->host_id, a) < 0) {
+	if (hostmap_put(&srv->sessions, a->conn.peer_name, a) < 0) {
 		tls_conn_close(&a->conn, LOG_ERR, "out of memory");
 		return -1;
 	}
@@ -143,7 +142,7 @@ static int on_hello(struct agent_conn *a, const Exfleet__Hello *h)
 		h->agent_version, h->platform, labels, (unsigned long long)h->highest_sequence,
 		(unsigned long long)stored, srv->nready);
 	welcome(a, NULL, stored);
-	relay_host_ready(&srv->relay, a->host_id);
+	relay_host_ready(&srv->relay, a->conn.peer_name);
 	return 0;
 }
 
@@ -210,7 +209,7 @@ static void submit_with_cert(struct agent_conn *a, Exfleet__AgentMessage *m, uin
 		}
 		OPENSSL_free(cert);
 	}
-	snprintf(w->host_id, sizeof(w->host_id), "%s", a->host_id);
+	snprintf(w->host_id, sizeof(w->host_id), "%s", a->conn.peer_name);
 	w->msg = m;
 	w->received_ms = a->last_rx_ms;
 	size_t depth = store_submit(srv->store, w);
@@ -302,7 +301,7 @@ static void conn_close_cb(struct tls_conn *c)
 	struct server *srv = a->server;
 	if (a->state == AGENT_READY) {
 		srv->nready--;
-		hostmap_remove(&srv->sessions, a->host_id, a);
+		hostmap_remove(&srv->sessions, a->conn.peer_name, a);
 	} else if (a->state == AGENT_HANDSHAKE) {
 		srv->nhandshakes--;
 	} else if (a->state == AGENT_WAITING) {

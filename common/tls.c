@@ -461,12 +461,22 @@ fail:
 	return -1;
 }
 
-static void conn_set_peer(struct tls_conn *c)
+/* peer starts as the address alone; the verified name goes in front. */
+static void conn_set_peer_name(struct tls_conn *c)
 {
-	if (c->peer_name[0])
-		snprintf(c->peer, sizeof(c->peer), "%s %s", c->peer_name, c->addr);
-	else
-		snprintf(c->peer, sizeof(c->peer), "%s", c->addr);
+	char addr[TLS_ADDR_MAX];
+	snprintf(addr, sizeof(addr), "%s", tls_conn_addr(c));
+	snprintf(c->peer, sizeof(c->peer), "%s %s", c->peer_name, addr);
+	c->addr_at = (unsigned char)(strlen(c->peer_name) + 1);
+}
+
+/* Kept when memory for the text cannot be had: a close must not fail. */
+static char reason_lost[] = "(reason lost: out of memory)";
+
+static void reason_free(char *why)
+{
+	if (why != reason_lost)
+		free(why);
 }
 
 static void handle_close_cb(uv_handle_t *h)
@@ -485,8 +495,11 @@ static void handle_close_cb(uv_handle_t *h)
 	free(c->out);
 	c->out = NULL;
 	frame_reader_free(&c->frames);
+	/* The owner may free c, or connect it again, in close_cb. */
+	char *why = c->close_reason;
 	if (c->ops->close_cb)
 		c->ops->close_cb(c);
+	reason_free(why);
 }
 
 static void conn_close_handles(struct tls_conn *c)
@@ -661,26 +674,35 @@ static int conn_flush(struct tls_conn *c)
 	return 0;
 }
 
+static void close_now(struct tls_conn *c, enum log_level level);
+
 void tls_conn_close(struct tls_conn *c, enum log_level level, const char *fmt, ...)
 {
 	if (c->state == TLS_CLOSING || c->close_held)
 		return;
-	if (c->step_busy) {
-		/* The SSL object is on the thread pool: close once it is back. */
+	/* Only a closing connection holds its reason: an idle one is smaller. */
+	char *why = malloc(TLS_REASON_MAX);
+	if (why) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(c->close_reason, sizeof(c->close_reason), fmt, ap);
+		vsnprintf(why, TLS_REASON_MAX, fmt, ap);
 		va_end(ap);
+	}
+	reason_free(c->close_reason);
+	c->close_reason = why ? why : reason_lost;
+	if (c->step_busy) {
+		/* The SSL object is on the thread pool: close once it is back. */
 		c->close_held = 1;
 		c->close_level = level;
 		return;
 	}
+	close_now(c, level);
+}
+
+static void close_now(struct tls_conn *c, enum log_level level)
+{
 	enum tls_state was = c->state;
 	c->state = TLS_CLOSING;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(c->close_reason, sizeof(c->close_reason), fmt, ap);
-	va_end(ap);
 	log_msg(level, c->peer, "closed: %s", c->close_reason);
 
 	if (c->reading) {
@@ -744,7 +766,7 @@ static void conn_verified(struct tls_conn *c)
 	c->resumed = SSL_session_reused(c->ssl) == 1;
 	if (SSL_is_server(c->ssl) && SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl)) > 0)
 		c->ticket_ms = util_now_ms();
-	conn_set_peer(c);
+	conn_set_peer_name(c);
 	uv_timer_stop(&c->timer);
 	c->state = TLS_READY;
 	log_msg(LOG_DEBUG, c->peer, "TLS session established (%s, %s%s)", SSL_get_version(c->ssl),
@@ -827,10 +849,8 @@ static void step_after_cb(uv_work_t *req, int status)
 	c->step_busy = 0;
 	c->paused &= ~(unsigned)TLS_PAUSE_STEP;
 	if (c->close_held) {
-		char reason[sizeof(c->close_reason)];
-		snprintf(reason, sizeof(reason), "%s", c->close_reason);
 		c->close_held = 0;
-		tls_conn_close(c, c->close_level, "%s", reason);
+		close_now(c, c->close_level);
 		return;
 	}
 	if (c->step_rc == 1) {
@@ -1067,10 +1087,9 @@ static int conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,
 	struct sockaddr_storage ss;
 	int sslen = sizeof(ss);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0)
-		format_addr(&ss, c->addr, sizeof(c->addr));
+		format_addr(&ss, c->peer, TLS_ADDR_MAX);
 	else
-		snprintf(c->addr, sizeof(c->addr), "?");
-	conn_set_peer(c);
+		snprintf(c->peer, TLS_ADDR_MAX, "?");
 	uv_tcp_nodelay(&c->tcp, 1);
 	if (start)
 		conn_start_handshake(c);
@@ -1128,8 +1147,7 @@ int tls_conn_connect_from(struct tls_conn *c, uv_loop_t *loop, const struct sock
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 						      : sizeof(struct sockaddr_in));
-	format_addr(&ss, c->addr, sizeof(c->addr));
-	conn_set_peer(c);
+	format_addr(&ss, c->peer, TLS_ADDR_MAX);
 	/* The collector's certificate must name the host we meant to reach. */
 	if (SSL_set1_host(c->ssl, server_name) != 1 ||
 	    SSL_set_tlsext_host_name(c->ssl, server_name) != 1) {

@@ -95,6 +95,11 @@ struct tls_conn_ops {
 	int (*session_cb)(struct tls_conn *c, SSL_SESSION *session);
 };
 
+/* The longest close reason kept; a longer one is cut. */
+#define TLS_REASON_MAX 200
+#define TLS_NAME_MAX 64 /* a certificate's CN */
+#define TLS_ADDR_MAX 64 /* "[v6 address]:port" and its NUL */
+
 struct tls_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;      /* handshake and close deadlines */
@@ -119,13 +124,15 @@ struct tls_conn {
 	struct frame_reader frames;
 	const struct tls_conn_ops *ops;
 	void *data;            /* the owner's */
-	char addr[64];         /* "127.0.0.1:40312" */
-	char peer[140];        /* addr, then "name addr" once verified: for log lines */
-	char peer_name[65];    /* certificate subject CN */
+	/* For log lines: the address ("127.0.0.1:40312"), then "name address"
+	 * once verified; tls_conn_addr() is the address alone. */
+	char peer[TLS_NAME_MAX + 1 + TLS_ADDR_MAX];
+	unsigned char addr_at; /* where in peer the address starts */
+	char peer_name[TLS_NAME_MAX + 1]; /* certificate subject CN */
 	int peer_role;         /* enum pki_role, -1 before the handshake */
 	int resumed;           /* the handshake resumed an earlier session */
 	int64_t ticket_ms;     /* server: when this session's last ticket was sent */
-	char close_reason[200];
+	char *close_reason;    /* why it closed, from tls_conn_close until close_cb returns */
 	uint64_t frames_in, frames_out;
 	/* offload_handshake: the step in flight, and a close that waits for it */
 	uv_work_t step;
@@ -134,6 +141,12 @@ struct tls_conn {
 	enum log_level close_level;
 	char *step_why;        /* why the step failed; NULL if it did not */
 };
+
+/* The peer's address, "127.0.0.1:40312". */
+static inline const char *tls_conn_addr(const struct tls_conn *c)
+{
+	return c->peer + c->addr_at;
+}
 
 /* Server side: accepts one pending connection from server. */
 int tls_conn_accept(struct tls_conn *c, uv_stream_t *server, SSL_CTX *ctx,

@@ -216,10 +216,9 @@ static void inflight_add(struct fleet *f)
 }
 
 /* Counts a failure and keeps its reason, as text, with the others. */
-static void note_failure(struct lg_agent *a, enum lg_fail kind)
+static void note_failure(struct lg_agent *a, enum lg_fail kind, const char *why)
 {
 	struct lg_result *res = a->fleet->res;
-	const char *why = a->conn.close_reason;
 	res->fail[kind]++;
 	for (int i = 0; i < LG_REASONS; i++) {
 		if (res->reason_count[i] == 0) {
@@ -714,12 +713,14 @@ static void conn_close_cb(struct tls_conn *c)
 	if (was == AG_CONNECTING || was == AG_HELLO) {
 		f->inflight--;
 		if (!f->stopping)
-			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : infer_failure(a));
+			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : infer_failure(a),
+			             c->close_reason);
 	} else if (was == AG_READY) {
 		f->ready--;
 		if (!f->stopping) {
 			f->res->drops++;
-			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : LG_FAIL_DROPPED);
+			note_failure(a, a->fail >= 0 ? (enum lg_fail)a->fail : LG_FAIL_DROPPED,
+			             c->close_reason);
 		}
 		a->lat_len = 0; /* what is resent is not timed */
 		if (!a->snapshot_seq)
@@ -802,9 +803,9 @@ static void agent_connect(struct lg_agent *a)
 	if (rc < 0) {
 		/* No handles were made, so nothing calls back. */
 		f->inflight--;
-		snprintf(a->conn.close_reason, sizeof(a->conn.close_reason),
-		         "cannot make a TLS connection: %s", uv_strerror(rc));
-		note_failure(a, LG_FAIL_SETUP);
+		char why[TLS_REASON_MAX];
+		snprintf(why, sizeof(why), "cannot make a TLS connection: %s", uv_strerror(rc));
+		note_failure(a, LG_FAIL_SETUP, why);
 		agent_backoff(a);
 		return;
 	}
