@@ -49,9 +49,11 @@ struct fixture {
 
 static struct fixture *fx;
 
-static void issue(const char *dir, enum pki_role role, const char *name)
+/* Keys of algo, whatever the role's default: both kinds of agent key are
+ * covered. */
+static void issue(const char *dir, enum pki_role role, const char *name, enum pki_algo algo)
 {
-	struct pki_issue_opts o = {.role = role, .name = name};
+	struct pki_issue_opts o = {.role = role, .name = name, .algo_set = 1, .algo = algo};
 	int rc = pki_issue(dir, &o, NULL, fx->err, sizeof(fx->err));
 	if (rc < 0)
 		print_error("pki_issue %s: %s\n", name, fx->err);
@@ -71,10 +73,11 @@ static int group_setup(void **state)
 		if (pki_init(fx->pki[a], a == 0 ? PKI_ALGO_ECDSA_P256 : PKI_ALGO_ED25519, 0,
 		             fx->err, sizeof(fx->err)) < 0)
 			return -1;
-		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH01");
-		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH02");
-		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH03");
-		issue(fx->pki[a], PKI_ROLE_OPERATOR, "alice");
+		enum pki_algo algo = a == 0 ? PKI_ALGO_ECDSA_P256 : PKI_ALGO_ED25519;
+		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH01", algo);
+		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH02", algo);
+		issue(fx->pki[a], PKI_ROLE_AGENT, "EXCH03", algo);
+		issue(fx->pki[a], PKI_ROLE_OPERATOR, "alice", algo);
 		if (pki_revoke(fx->pki[a], "EXCH03", NULL, NULL, fx->err, sizeof(fx->err)) < 0)
 			return -1;
 		snprintf(ca, sizeof(ca), "%s/ca.crt", fx->pki[a]);
@@ -88,7 +91,7 @@ static int group_setup(void **state)
 	memcpy(fx->other, other, sizeof(other));
 	if (pki_init(fx->other, PKI_ALGO_ECDSA_P256, 0, fx->err, sizeof(fx->err)) < 0)
 		return -1;
-	issue(fx->other, PKI_ROLE_AGENT, "EXCH01");
+	issue(fx->other, PKI_ROLE_AGENT, "EXCH01", PKI_ALGO_ECDSA_P256);
 
 	snprintf(path, sizeof(path), "%s/agent.seal", fx->root);
 	if (seal_key_load_or_create(path, &fx->agent_key, fx->err, sizeof(fx->err)) < 0 ||
