@@ -17,7 +17,9 @@
 #define CRL_FILE_MAX (64 * 1024 * 1024) /* a large fleet's revocations */
 #define SKEW_MAX_MS (7 * 24 * 3600 * 1000LL)
 
-static const char command_context[] = SIGN_COMMAND_CONTEXT; /* sizeof counts the NUL */
+/* sizeof counts the NUL */
+static const char command_context[] = SIGN_COMMAND_CONTEXT;
+static const char batch_context[] = SIGN_BATCH_CONTEXT;
 
 struct sign_verifier {
 	STACK_OF(X509) * cas;
@@ -68,6 +70,174 @@ static uint8_t *signed_message(const uint8_t *body, size_t len, size_t *msg_len)
 	return msg;
 }
 
+/* --- batches: the hash tree ---------------------------------------------- */
+
+#define BATCH_MESSAGE_LEN (sizeof(batch_context) + 4 + SIGN_HASH_LEN)
+#define LEVELS_MAX (SIGN_PATH_MAX + 1)
+
+/* SHA-256 with one fetched implementation, for the many small hashes of a
+ * tree (an implicit fetch per hash would cost more than the hash). */
+struct hasher {
+	EVP_MD *md;
+	EVP_MD_CTX *ctx;
+};
+
+static int hasher_open(struct hasher *h)
+{
+	h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	h->ctx = EVP_MD_CTX_new();
+	return h->md && h->ctx ? 0 : -1;
+}
+
+static void hasher_close(struct hasher *h)
+{
+	EVP_MD_CTX_free(h->ctx);
+	EVP_MD_free(h->md);
+}
+
+/* SHA-256 of a || b || c; any may be empty (NULL, 0). */
+static int hash3(struct hasher *h, const void *a, size_t alen, const void *b, size_t blen,
+                 const void *c, size_t clen, uint8_t out[SIGN_HASH_LEN])
+{
+	return EVP_DigestInit_ex2(h->ctx, h->md, NULL) == 1 &&
+	               (alen == 0 || EVP_DigestUpdate(h->ctx, a, alen) == 1) &&
+	               (blen == 0 || EVP_DigestUpdate(h->ctx, b, blen) == 1) &&
+	               (clen == 0 || EVP_DigestUpdate(h->ctx, c, clen) == 1) &&
+	               EVP_DigestFinal_ex(h->ctx, out, NULL) == 1
+	           ? 0
+	           : -1;
+}
+
+static const uint8_t leaf_prefix = 0x00, node_prefix = 0x01;
+
+static int leaf_hash(struct hasher *h, const ProtobufCBinaryData *body, uint8_t out[SIGN_HASH_LEN])
+{
+	return hash3(h, &leaf_prefix, 1, body->data, body->len, NULL, 0, out);
+}
+
+static int node_hash(struct hasher *h, const uint8_t *left, const uint8_t *right,
+                     uint8_t out[SIGN_HASH_LEN])
+{
+	return hash3(h, &node_prefix, 1, left, SIGN_HASH_LEN, right, SIGN_HASH_LEN, out);
+}
+
+/* "exfleet-command-batch-v1" NUL || size, big-endian || root */
+static void batch_message(uint32_t size, const uint8_t root[SIGN_HASH_LEN],
+                          uint8_t msg[BATCH_MESSAGE_LEN])
+{
+	memcpy(msg, batch_context, sizeof(batch_context));
+	uint8_t *p = msg + sizeof(batch_context);
+	p[0] = (uint8_t)(size >> 24);
+	p[1] = (uint8_t)(size >> 16);
+	p[2] = (uint8_t)(size >> 8);
+	p[3] = (uint8_t)size;
+	memcpy(p + 4, root, SIGN_HASH_LEN);
+}
+
+/* Every node of the tree over n bodies, level by level from the leaves; the
+ * root is the last. */
+struct tree {
+	uint8_t (*h)[SIGN_HASH_LEN];
+	size_t off[LEVELS_MAX], len[LEVELS_MAX];
+	size_t levels;
+};
+
+static int tree_build(struct hasher *hs, const Exfleet__Command *cmds, size_t n, struct tree *t)
+{
+	size_t total = 0, len = n;
+	t->levels = 0;
+	for (;;) {
+		t->off[t->levels] = total;
+		t->len[t->levels++] = len;
+		total += len;
+		if (len == 1)
+			break;
+		len = (len + 1) / 2;
+	}
+	t->h = malloc(total * SIGN_HASH_LEN);
+	if (!t->h)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (leaf_hash(hs, &cmds[i].body, t->h[i]) < 0)
+			return -1;
+	for (size_t l = 1; l < t->levels; l++) {
+		uint8_t(*below)[SIGN_HASH_LEN] = t->h + t->off[l - 1];
+		uint8_t(*level)[SIGN_HASH_LEN] = t->h + t->off[l];
+		for (size_t j = 0; j < t->len[l]; j++) {
+			if (2 * j + 1 < t->len[l - 1]) {
+				if (node_hash(hs, below[2 * j], below[2 * j + 1], level[j]) < 0)
+					return -1;
+			} else {
+				memcpy(level[j], below[2 * j], SIGN_HASH_LEN); /* lone: moves up */
+			}
+		}
+	}
+	return 0;
+}
+
+/* Command i's path: its sibling on each level that has one. */
+static int tree_path(const struct tree *t, size_t i, Exfleet__Command *cmd)
+{
+	size_t n = 0;
+	uint8_t *block = malloc(LEVELS_MAX * SIGN_HASH_LEN);
+	cmd->batch_path = calloc(LEVELS_MAX, sizeof(*cmd->batch_path));
+	if (!block || !cmd->batch_path) {
+		free(block);
+		return -1;
+	}
+	for (size_t l = 0, m = i; l + 1 < t->levels; l++, m >>= 1) {
+		size_t sibling = m ^ 1;
+		if (sibling >= t->len[l])
+			continue;
+		cmd->batch_path[n].data = block + n * SIGN_HASH_LEN;
+		cmd->batch_path[n].len = SIGN_HASH_LEN;
+		memcpy(cmd->batch_path[n].data, t->h[t->off[l] + sibling], SIGN_HASH_LEN);
+		n++;
+	}
+	cmd->n_batch_path = n;
+	if (n == 0) /* a batch of one */
+		free(block);
+	return 0;
+}
+
+/* The root that cmd's body and path lead to, with the reasons of sign.h. */
+static int batch_root(struct hasher *hs, const Exfleet__Command *cmd, uint8_t root[SIGN_HASH_LEN],
+                      char *reason, size_t reasonlen)
+{
+	if (cmd->batch_size > SIGN_BATCH_MAX) {
+		snprintf(reason, reasonlen, "batch of %u commands exceeds %u", cmd->batch_size,
+		         SIGN_BATCH_MAX);
+		return UV_EINVAL;
+	}
+	if (cmd->batch_index >= cmd->batch_size) {
+		snprintf(reason, reasonlen, "batch index %u is not below its size %u",
+		         cmd->batch_index, cmd->batch_size);
+		return UV_EINVAL;
+	}
+	if (leaf_hash(hs, &cmd->body, root) < 0)
+		return UV_ENOMEM;
+	/* Up the levels: index m among the level's last + 1 nodes. */
+	uint32_t m = cmd->batch_index, last = cmd->batch_size - 1;
+	size_t used = 0;
+	for (; last > 0; m >>= 1, last >>= 1) {
+		if (!(m & 1) && m == last)
+			continue; /* lone: moves up as it is */
+		if (used == cmd->n_batch_path || cmd->batch_path[used].len != SIGN_HASH_LEN)
+			goto misfit;
+		const uint8_t *sibling = cmd->batch_path[used++].data;
+		if ((m & 1 ? node_hash(hs, sibling, root, root) : node_hash(hs, root, sibling, root)) <
+		    0)
+			return UV_ENOMEM;
+	}
+	if (used == cmd->n_batch_path)
+		return 0;
+misfit:
+	snprintf(reason, reasonlen, "batch path does not fit its index and size");
+	return UV_EINVAL;
+}
+
+/* --- signing ---------------------------------------------------------------- */
+
 void sign_command_free(Exfleet__Command *cmd)
 {
 	if (!cmd)
@@ -75,21 +245,69 @@ void sign_command_free(Exfleet__Command *cmd)
 	free(cmd->body.data);
 	free(cmd->signature.data);
 	OPENSSL_free(cmd->issuer_certificate.data);
+	if (cmd->batch_path)
+		free(cmd->n_batch_path ? cmd->batch_path[0].data : NULL);
+	free(cmd->batch_path);
 	exfleet__command__init(cmd);
 }
 
-int sign_command(const Exfleet__CommandBody *body, EVP_PKEY *operator_key, X509 *operator_cert,
-                 Exfleet__Command *out, char *err, size_t errlen)
+static int sign_message(EVP_PKEY *key, const EVP_MD *md, const uint8_t *msg, size_t msg_len,
+                        ProtobufCBinaryData *sig, char *err, size_t errlen)
 {
-	EVP_MD_CTX *mdctx = NULL;
+	EVP_MD_CTX *mdctx = EVP_MD_CTX_new();
+	size_t len = 0;
+	int rc = UV_ENOMEM;
+	if (!mdctx)
+		goto oom;
+	if (EVP_DigestSignInit(mdctx, NULL, md, NULL, key) != 1 ||
+	    EVP_DigestSign(mdctx, NULL, &len, msg, msg_len) != 1) {
+		rc = ssl_fail(err, errlen, "signing a command");
+		goto out;
+	}
+	if (!(sig->data = malloc(len)))
+		goto oom;
+	if (EVP_DigestSign(mdctx, sig->data, &len, msg, msg_len) != 1) {
+		rc = ssl_fail(err, errlen, "signing a command");
+		goto out;
+	}
+	sig->len = len;
+	rc = 0;
+	goto out;
+oom:
+	snprintf(err, errlen, "signing a command: out of memory");
+out:
+	EVP_MD_CTX_free(mdctx);
+	return rc;
+}
+
+static int copy_bytes(ProtobufCBinaryData *to, const ProtobufCBinaryData *from, int openssl)
+{
+	to->data = openssl ? OPENSSL_malloc(from->len) : malloc(from->len);
+	if (!to->data)
+		return UV_ENOMEM;
+	memcpy(to->data, from->data, from->len);
+	to->len = from->len;
+	return 0;
+}
+
+int sign_commands(const Exfleet__CommandBody *const *bodies, size_t n, EVP_PKEY *operator_key,
+                  X509 *operator_cert, Exfleet__Command *out, char *err, size_t errlen)
+{
+	struct hasher hs = {0};
+	struct tree t = {0};
 	const EVP_MD *md;
 	uint8_t *msg = NULL;
-	size_t msg_len = 0, sig_len = 0;
+	size_t msg_len = 0;
 	unsigned char *der = NULL;
-	int rc;
+	int rc = UV_EINVAL;
 
 	ERR_clear_error();
-	exfleet__command__init(out);
+	for (size_t i = 0; i < n; i++)
+		exfleet__command__init(&out[i]);
+	if (n == 0 || n > SIGN_BATCH_MAX) {
+		snprintf(err, errlen, "a batch holds 1 to %u commands, not %zu", SIGN_BATCH_MAX, n);
+		return UV_EINVAL;
+	}
 	if (sign_key_digest(operator_key, &md) < 0) {
 		snprintf(err, errlen, "operator key is neither ECDSA P-256 nor Ed25519");
 		return UV_EINVAL;
@@ -99,57 +317,68 @@ int sign_command(const Exfleet__CommandBody *body, EVP_PKEY *operator_key, X509 
 		snprintf(err, errlen, "operator key does not belong to the operator certificate");
 		return UV_EINVAL;
 	}
-	size_t body_len = exfleet__command_body__get_packed_size(body);
-	if (body_len > SIGN_BODY_MAX) {
-		snprintf(err, errlen, "command body of %zu bytes exceeds %d", body_len,
-		         SIGN_BODY_MAX);
-		return UV_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t body_len = exfleet__command_body__get_packed_size(bodies[i]);
+		if (body_len > SIGN_BODY_MAX) {
+			snprintf(err, errlen, "command body of %zu bytes exceeds %d", body_len,
+			         SIGN_BODY_MAX);
+			rc = UV_EINVAL;
+			goto out;
+		}
+		if (!(out[i].body.data = malloc(body_len ? body_len : 1)))
+			goto oom;
+		out[i].body.len = exfleet__command_body__pack(bodies[i], out[i].body.data);
 	}
-	out->body.data = malloc(body_len ? body_len : 1);
-	if (!out->body.data) {
-		rc = UV_ENOMEM;
-		snprintf(err, errlen, "signing a command: out of memory");
+	uint8_t batch_msg[BATCH_MESSAGE_LEN];
+	if (n == 1) {
+		if (!(msg = signed_message(out[0].body.data, out[0].body.len, &msg_len)))
+			goto oom;
+	} else {
+		if (hasher_open(&hs) < 0 || tree_build(&hs, out, n, &t) < 0)
+			goto oom;
+		batch_message((uint32_t)n, t.h[t.off[t.levels - 1]], batch_msg);
+		for (size_t i = 0; i < n; i++) {
+			out[i].batch_size = (uint32_t)n;
+			out[i].batch_index = (uint32_t)i;
+			if (tree_path(&t, i, &out[i]) < 0)
+				goto oom;
+		}
+	}
+	if ((rc = sign_message(operator_key, md, msg ? msg : batch_msg,
+	                       msg ? msg_len : sizeof(batch_msg), &out[0].signature, err,
+	                       errlen)) < 0)
 		goto out;
-	}
-	out->body.len = exfleet__command_body__pack(body, out->body.data);
-	msg = signed_message(out->body.data, out->body.len, &msg_len);
-	mdctx = EVP_MD_CTX_new();
-	if (!msg || !mdctx) {
-		rc = UV_ENOMEM;
-		snprintf(err, errlen, "signing a command: out of memory");
-		goto out;
-	}
-	if (EVP_DigestSignInit(mdctx, NULL, md, NULL, operator_key) != 1 ||
-	    EVP_DigestSign(mdctx, NULL, &sig_len, msg, msg_len) != 1) {
-		rc = ssl_fail(err, errlen, "signing a command");
-		goto out;
-	}
-	out->signature.data = malloc(sig_len);
-	if (!out->signature.data) {
-		rc = UV_ENOMEM;
-		snprintf(err, errlen, "signing a command: out of memory");
-		goto out;
-	}
-	if (EVP_DigestSign(mdctx, out->signature.data, &sig_len, msg, msg_len) != 1) {
-		rc = ssl_fail(err, errlen, "signing a command");
-		goto out;
-	}
-	out->signature.len = sig_len;
 	int der_len = i2d_X509(operator_cert, &der);
 	if (der_len <= 0) {
 		rc = ssl_fail(err, errlen, "encoding the operator certificate");
 		goto out;
 	}
-	out->issuer_certificate.data = der;
-	out->issuer_certificate.len = (size_t)der_len;
+	out[0].issuer_certificate.data = der;
+	out[0].issuer_certificate.len = (size_t)der_len;
 	der = NULL;
+	for (size_t i = 1; i < n; i++)
+		if (copy_bytes(&out[i].signature, &out[0].signature, 0) < 0 ||
+		    copy_bytes(&out[i].issuer_certificate, &out[0].issuer_certificate, 1) < 0)
+			goto oom;
 	rc = 0;
+	goto out;
+oom:
+	rc = UV_ENOMEM;
+	snprintf(err, errlen, "signing a command: out of memory");
 out:
 	if (rc < 0)
-		sign_command_free(out);
-	EVP_MD_CTX_free(mdctx);
+		for (size_t i = 0; i < n; i++)
+			sign_command_free(&out[i]);
+	free(t.h);
+	hasher_close(&hs);
 	free(msg);
 	return rc;
+}
+
+int sign_command(const Exfleet__CommandBody *body, EVP_PKEY *operator_key, X509 *operator_cert,
+                 Exfleet__Command *out, char *err, size_t errlen)
+{
+	return sign_commands(&body, 1, operator_key, operator_cert, out, err, errlen);
 }
 
 /* --- verifier ------------------------------------------------------------- */
@@ -530,14 +759,39 @@ static int64_t skew_bounded(int64_t skew_ms)
 	return skew_ms < 0 ? 0 : skew_ms > SKEW_MAX_MS ? SKEW_MAX_MS : skew_ms;
 }
 
-/* From the key algorithm on: the signature, then the body. */
-static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const char *my_host_id,
-                           int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
-                           char *reason, size_t reasonlen)
+/* The signature over msg: by the memo when it remembers this certificate,
+ * message and signature as good, else by a check that the memo then keeps. */
+static int signature_good(EVP_PKEY *pub, const EVP_MD *md, const Exfleet__Command *cmd,
+                          const uint8_t *msg, size_t msg_len, struct hasher *hs,
+                          struct sign_memo *memo)
 {
-	EVP_MD_CTX *mdctx = NULL;
+	uint8_t seen[SIGN_HASH_LEN];
+	if (memo && hash3(hs, cmd->issuer_certificate.data, cmd->issuer_certificate.len, msg,
+	                  msg_len, cmd->signature.data, cmd->signature.len, seen) < 0)
+		memo = NULL; /* cannot remember: check it */
+	if (memo && memo->valid && memcmp(memo->seen, seen, sizeof(seen)) == 0)
+		return 1;
+	EVP_MD_CTX *mdctx = EVP_MD_CTX_new();
+	int good = mdctx && cmd->signature.len > 0 &&
+	           EVP_DigestVerifyInit(mdctx, NULL, md, NULL, pub) == 1 &&
+	           EVP_DigestVerify(mdctx, cmd->signature.data, cmd->signature.len, msg,
+	                            msg_len) == 1;
+	EVP_MD_CTX_free(mdctx);
+	if (good && memo) {
+		memcpy(memo->seen, seen, sizeof(seen));
+		memo->valid = 1;
+	}
+	return good;
+}
+
+/* From the key algorithm on: the batch path, the signature, then the body. */
+static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const char *my_host_id,
+                           int64_t now_ms, int64_t skew_ms, struct sign_memo *memo,
+                           Exfleet__CommandBody **body_out, char *reason, size_t reasonlen)
+{
+	struct hasher hs = {0};
 	Exfleet__CommandBody *body = NULL;
-	uint8_t *msg = NULL;
+	uint8_t *msg = NULL, batch_msg[BATCH_MESSAGE_LEN];
 	size_t msg_len = 0;
 	const EVP_MD *md;
 	int rc;
@@ -546,15 +800,26 @@ static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const cha
 		snprintf(reason, reasonlen, "signer key is neither ECDSA P-256 nor Ed25519");
 		return UV_EACCES;
 	}
-	msg = signed_message(cmd->body.data, cmd->body.len, &msg_len);
-	mdctx = EVP_MD_CTX_new();
-	if (!msg || !mdctx) {
-		snprintf(reason, reasonlen, "verifying a command: out of memory");
-		rc = UV_ENOMEM;
-		goto out;
+	if (hasher_open(&hs) < 0)
+		goto oom;
+	if (cmd->batch_size == 0) {
+		/* Alone: batch fields would be unsigned data riding along. */
+		if (cmd->batch_index != 0 || cmd->n_batch_path != 0) {
+			snprintf(reason, reasonlen, "batch path does not fit its index and size");
+			rc = UV_EINVAL;
+			goto out;
+		}
+		if (!(msg = signed_message(cmd->body.data, cmd->body.len, &msg_len)))
+			goto oom;
+		memo = NULL; /* one signature per command: nothing to remember */
+	} else {
+		uint8_t root[SIGN_HASH_LEN];
+		if ((rc = batch_root(&hs, cmd, root, reason, reasonlen)) < 0)
+			goto out;
+		batch_message(cmd->batch_size, root, batch_msg);
 	}
-	if (cmd->signature.len == 0 || EVP_DigestVerifyInit(mdctx, NULL, md, NULL, pub) != 1 ||
-	    EVP_DigestVerify(mdctx, cmd->signature.data, cmd->signature.len, msg, msg_len) != 1) {
+	if (!signature_good(pub, md, cmd, msg ? msg : batch_msg, msg ? msg_len : sizeof(batch_msg),
+	                    &hs, memo)) {
 		snprintf(reason, reasonlen, "bad signature");
 		rc = UV_EACCES;
 		goto out;
@@ -584,10 +849,14 @@ static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const cha
 	*body_out = body;
 	body = NULL;
 	rc = 0;
+	goto out;
+oom:
+	snprintf(reason, reasonlen, "verifying a command: out of memory");
+	rc = UV_ENOMEM;
 out:
 	if (body)
 		exfleet__command_body__free_unpacked(body, NULL);
-	EVP_MD_CTX_free(mdctx);
+	hasher_close(&hs);
 	free(msg);
 	ERR_clear_error();
 	return rc;
@@ -622,21 +891,30 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
 		snprintf(operator_out, SIGN_OPERATOR_MAX, "%s", name);
 		if (rc == 0)
 			rc = verify_with_key(X509_get0_pubkey(cert), cmd, my_host_id, now_ms,
-			                     skew_bounded(skew_ms), body_out, reason, reasonlen);
+			                     skew_bounded(skew_ms), NULL, body_out, reason,
+			                     reasonlen);
 	}
 	X509_free(cert);
 	ERR_clear_error();
 	return rc;
 }
 
-int sign_verify_command_key(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
-                            int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
-                            char *reason, size_t reasonlen)
+int sign_verify_command_memo(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
+                             int64_t now_ms, int64_t skew_ms, struct sign_memo *memo,
+                             Exfleet__CommandBody **body_out, char *reason, size_t reasonlen)
 {
 	ERR_clear_error();
 	*body_out = NULL;
 	int rc = sizes_check(cmd, reason, reasonlen);
 	return rc < 0 ? rc
-	              : verify_with_key(key, cmd, my_host_id, now_ms, skew_bounded(skew_ms),
+	              : verify_with_key(key, cmd, my_host_id, now_ms, skew_bounded(skew_ms), memo,
 	                                body_out, reason, reasonlen);
+}
+
+int sign_verify_command_key(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
+                            int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
+                            char *reason, size_t reasonlen)
+{
+	return sign_verify_command_memo(key, cmd, my_host_id, now_ms, skew_ms, NULL, body_out,
+	                                reason, reasonlen);
 }

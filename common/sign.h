@@ -11,6 +11,21 @@
  * taken for any other signature an operator key might make.
  * Command.issuer_certificate is the operator's certificate, DER.
  *
+ * A batch is many commands under one signature (a wave's, from one
+ * operator at one moment). Each command keeps its own body and every check
+ * below; the signature covers a hash tree of the bodies instead of one body:
+ *   leaf      = SHA-256(0x00 || body)
+ *   node      = SHA-256(0x01 || left || right), pairs taken level by level;
+ *               a lone last node moves up a level as it is
+ *   signature = Sign(operator key, "exfleet-command-batch-v1" NUL
+ *                    || batch_size (4 bytes, big-endian) || root)
+ * and each command carries batch_size, its batch_index and batch_path: the
+ * sibling hashes from its leaf up. The path is checked with the signature,
+ * so a batch proves what the same commands signed one by one would, for one
+ * signature instead of one each. A verifier that sees many of a batch's
+ * commands (the collector's relay) remembers the last signature it found
+ * good (struct sign_memo) and then pays only each path's hashes.
+ *
  * Functions return 0 or a negative libuv error code. */
 #ifndef EXFLEET_SIGN_H
 #define EXFLEET_SIGN_H
@@ -32,6 +47,17 @@
 #define SIGN_CERT_MAX (16 * 1024)                         /* issuer certificate, DER */
 #define SIGN_SIGNATURE_MAX 256
 #define SIGN_OPERATOR_MAX (PKI_NAME_MAX + 1) /* operator_out of sign_verify_command */
+#define SIGN_BATCH_CONTEXT "exfleet-command-batch-v1"
+#define SIGN_BATCH_MAX (1u << 20) /* commands in one batch */
+#define SIGN_PATH_MAX 20          /* hashes in a path: log2(SIGN_BATCH_MAX) */
+#define SIGN_HASH_LEN 32
+
+/* The last batch signature a verifier found good: zero it before first use,
+ * and keep one per thread. */
+struct sign_memo {
+	uint8_t seen[SIGN_HASH_LEN]; /* SHA-256 of certificate, signed message, signature */
+	int valid;
+};
 
 /* 1 when id is a command id: 1 to SIGN_COMMAND_ID_MAX lower-case hex digits. */
 int sign_command_id_valid(const char *id);
@@ -50,6 +76,13 @@ int sign_command(const Exfleet__CommandBody *body, EVP_PKEY *operator_key, X509 
                  Exfleet__Command *out, char *err, size_t errlen);
 /* Frees the fields sign_command filled (not the struct) and empties them. */
 void sign_command_free(Exfleet__Command *cmd);
+
+/* Signs n bodies as one batch (above), filling out[0..n-1] as sign_command
+ * does, each with its batch fields; one body is signed alone. Release each
+ * with sign_command_free (also after a failure, which leaves all empty).
+ * n is 1 to SIGN_BATCH_MAX. */
+int sign_commands(const Exfleet__CommandBody *const *bodies, size_t n, EVP_PKEY *operator_key,
+                  X509 *operator_cert, Exfleet__Command *out, char *err, size_t errlen);
 
 /* The trust a verifier applies: the CA certificate(s) of ca_file (PEM) and,
  * when crl_file is not NULL or empty, that CA's CRL (PEM), which must be
@@ -96,7 +129,11 @@ int sign_verifier_check_cert(struct sign_verifier *v, X509 *cert, enum pki_role 
  *   an exfleet identity (OU, CN)           "signer certificate names no exfleet identity"
  *   role operator                          "signer 'victor' has role viewer, not operator"
  *   key algorithm                          "signer key is neither ECDSA P-256 nor Ed25519"
- *   signature over the body                "bad signature"
+ *   batch fields, for a batch              "batch of N commands exceeds M",
+ *                                          "batch index N is not below its size M",
+ *                                          "batch path does not fit its index and size"
+ *                                          (also for batch fields on a lone command)
+ *   signature over the body or batch root  "bad signature"
  *   body decodes                           "command body does not decode"
  *   target_host_id == my_host_id           "addressed to host 'EXCH02', not 'EXCH01'"
  *   id is 1..64 lower-case hex             "command id is not 1 to 64 lower-case hex digits"
@@ -126,5 +163,12 @@ int sign_verify_command(struct sign_verifier *v, const Exfleet__Command *cmd,
 int sign_verify_command_key(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
                             int64_t now_ms, int64_t skew_ms, Exfleet__CommandBody **body_out,
                             char *reason, size_t reasonlen);
+/* As sign_verify_command_key, remembering in memo (may be NULL) the last
+ * batch signature found good: a command whose certificate, batch root and
+ * signature are the memo's skips the signature check. key must be the public
+ * key of cmd's issuer_certificate, as the caller verified it. */
+int sign_verify_command_memo(EVP_PKEY *key, const Exfleet__Command *cmd, const char *my_host_id,
+                             int64_t now_ms, int64_t skew_ms, struct sign_memo *memo,
+                             Exfleet__CommandBody **body_out, char *reason, size_t reasonlen);
 
 #endif

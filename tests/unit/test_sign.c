@@ -898,6 +898,375 @@ static void test_verifier_files(void **state)
 	sign_verifier_free(NULL);
 }
 
+/* --- batches ------------------------------------------------------------------ */
+
+#define BATCH_MAX_TEST 100
+
+struct batch {
+	size_t n;
+	char ids[BATCH_MAX_TEST][33];
+	char hosts[BATCH_MAX_TEST][16];
+	struct body s[BATCH_MAX_TEST];
+	const Exfleet__CommandBody *bodies[BATCH_MAX_TEST];
+	Exfleet__Command cmds[BATCH_MAX_TEST];
+};
+
+/* n RESCANs, one for each of EXCH001..., signed by alice as one batch. */
+static struct batch *batch_sign(const char *dir, size_t n, int64_t now)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+	assert_non_null(b);
+	b->n = n;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(b->ids[i], sizeof(b->ids[i]), "%032zx", i + 1);
+		snprintf(b->hosts[i], sizeof(b->hosts[i]), "EXCH%03zu", i + 1);
+		body_init(&b->s[i], b->ids[i], b->hosts[i], now, now + HOUR_MS);
+		b->bodies[i] = &b->s[i].b;
+	}
+	EVP_PKEY *key = load_key(dir, PKI_ROLE_OPERATOR, "alice");
+	X509 *cert = load_cert(dir, PKI_ROLE_OPERATOR, "alice");
+	int rc = sign_commands(b->bodies, n, key, cert, b->cmds, fx->err, sizeof(fx->err));
+	if (rc < 0)
+		print_error("sign_commands: %s\n", fx->err);
+	assert_int_equal(rc, 0);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return b;
+}
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		sign_command_free(&b->cmds[i]);
+	free(b);
+}
+
+/* sign_verify_command for host; 0 and the body's id, or the reason. */
+static int verify_for(struct sign_verifier *v, const Exfleet__Command *cmd, const char *host,
+                      int64_t now, char *out, size_t outlen)
+{
+	Exfleet__CommandBody *body = NULL;
+	char op[SIGN_OPERATOR_MAX];
+	int rc = sign_verify_command(v, cmd, host, now, SKEW_MS, &body, op, out, outlen);
+	if (rc == 0) {
+		assert_string_equal(op, "alice");
+		snprintf(out, outlen, "%s", body->id);
+	}
+	exfleet__command_body__free_unpacked(body, NULL);
+	assert_int_equal(ERR_peek_error(), 0);
+	return rc;
+}
+
+/* As verify_for, with a trusted key and a memo. */
+static int verify_memo(EVP_PKEY *key, const Exfleet__Command *cmd, const char *host, int64_t now,
+                       struct sign_memo *memo, char *out, size_t outlen)
+{
+	Exfleet__CommandBody *body = NULL;
+	int rc = sign_verify_command_memo(key, cmd, host, now, SKEW_MS, memo, &body, out, outlen);
+	if (rc == 0)
+		snprintf(out, outlen, "%s", body->id);
+	exfleet__command_body__free_unpacked(body, NULL);
+	assert_int_equal(ERR_peek_error(), 0);
+	return rc;
+}
+
+/* Every command of a batch of any size is accepted by its own host alone,
+ * under one signature, with a path of at most log2(n) rounded up. */
+static void test_batch_accepted(void **state)
+{
+	static const size_t sizes[] = {2, 3, 4, 5, 7, 8, 9, 16, 17, 100};
+	int64_t now = util_now_ms();
+	char got[512];
+	for (int a = 0; a < 2; a++) {
+		EVP_PKEY *alice = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice");
+		for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+			size_t n = sizes[k], depth = 0;
+			while (((size_t)1 << depth) < n)
+				depth++;
+			struct batch *b = batch_sign(fx->d[a].dir, n, now);
+			struct sign_memo memo = {0};
+			for (size_t i = 0; i < n; i++) {
+				const Exfleet__Command *c = &b->cmds[i];
+				assert_int_equal(c->batch_size, n);
+				assert_int_equal(c->batch_index, i);
+				assert_true(c->n_batch_path >= 1 && c->n_batch_path <= depth);
+				assert_int_equal(c->signature.len, b->cmds[0].signature.len);
+				assert_memory_equal(c->signature.data, b->cmds[0].signature.data,
+				                    c->signature.len);
+				assert_int_equal(verify_for(fx->d[a].v, c, b->hosts[i], now, got,
+				                            sizeof(got)),
+				                 0);
+				assert_string_equal(got, b->ids[i]);
+				assert_int_equal(verify_memo(alice, c, b->hosts[i], now, &memo, got,
+				                             sizeof(got)),
+				                 0);
+				assert_string_equal(got, b->ids[i]);
+			}
+			/* Another host's command stays another host's. */
+			assert_int_equal(verify_for(fx->d[a].v, &b->cmds[1], b->hosts[0], now, got,
+			                            sizeof(got)),
+			                 UV_EINVAL);
+			char want[128];
+			snprintf(want, sizeof(want), "addressed to host '%s', not '%s'", b->hosts[1],
+			         b->hosts[0]);
+			assert_string_equal(got, want);
+			batch_free(b);
+		}
+		EVP_PKEY_free(alice);
+	}
+}
+
+/* The tree and the signed message are what sign.h says, computed here on
+ * their own: a verifier written from the header alone agrees. */
+static void test_batch_documented_format(void **state)
+{
+	int64_t now = util_now_ms();
+	for (int a = 0; a < 2; a++) {
+		const size_t n = 11;
+		struct batch *b = batch_sign(fx->d[a].dir, n, now);
+		uint8_t level[BATCH_MAX_TEST][32];
+		size_t len = n;
+		for (size_t i = 0; i < n; i++) {
+			uint8_t *buf = malloc(1 + b->cmds[i].body.len);
+			assert_non_null(buf);
+			buf[0] = 0x00;
+			memcpy(buf + 1, b->cmds[i].body.data, b->cmds[i].body.len);
+			unsigned int mdlen = 32;
+			assert_int_equal(EVP_Digest(buf, 1 + b->cmds[i].body.len, level[i], &mdlen,
+			                            EVP_sha256(), NULL),
+			                 1);
+			free(buf);
+		}
+		while (len > 1) {
+			for (size_t j = 0; j < (len + 1) / 2; j++) {
+				if (2 * j + 1 < len) {
+					uint8_t pair[65];
+					pair[0] = 0x01;
+					memcpy(pair + 1, level[2 * j], 32);
+					memcpy(pair + 33, level[2 * j + 1], 32);
+					unsigned int mdlen = 32;
+					assert_int_equal(EVP_Digest(pair, sizeof(pair), level[j], &mdlen,
+					                            EVP_sha256(), NULL),
+					                 1);
+				} else {
+					memmove(level[j], level[2 * j], 32);
+				}
+			}
+			len = (len + 1) / 2;
+		}
+		static const char prefix[] = "exfleet-command-batch-v1";
+		uint8_t msg[sizeof(prefix) + 4 + 32];
+		memcpy(msg, prefix, sizeof(prefix));
+		msg[sizeof(prefix)] = 0;
+		msg[sizeof(prefix) + 1] = 0;
+		msg[sizeof(prefix) + 2] = 0;
+		msg[sizeof(prefix) + 3] = (uint8_t)n;
+		memcpy(msg + sizeof(prefix) + 4, level[0], 32);
+
+		X509 *cert = load_cert(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice");
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+		const EVP_MD *md = a == 0 ? EVP_sha256() : NULL;
+		assert_int_equal(EVP_DigestVerifyInit(ctx, NULL, md, NULL, X509_get0_pubkey(cert)), 1);
+		assert_int_equal(EVP_DigestVerify(ctx, b->cmds[5].signature.data,
+		                                  b->cmds[5].signature.len, msg, sizeof(msg)),
+		                 1);
+		EVP_MD_CTX_free(ctx);
+		X509_free(cert);
+
+		/* And a signature made here over that message is accepted. */
+		EVP_PKEY *key = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice");
+		ctx = EVP_MD_CTX_new();
+		size_t sig_len = 0;
+		assert_int_equal(EVP_DigestSignInit(ctx, NULL, md, NULL, key), 1);
+		assert_int_equal(EVP_DigestSign(ctx, NULL, &sig_len, msg, sizeof(msg)), 1);
+		free(b->cmds[5].signature.data);
+		b->cmds[5].signature.data = malloc(sig_len);
+		assert_non_null(b->cmds[5].signature.data);
+		assert_int_equal(
+		    EVP_DigestSign(ctx, b->cmds[5].signature.data, &sig_len, msg, sizeof(msg)), 1);
+		b->cmds[5].signature.len = sig_len;
+		EVP_MD_CTX_free(ctx);
+		EVP_PKEY_free(key);
+		char got[512];
+		assert_int_equal(verify_for(fx->d[a].v, &b->cmds[5], b->hosts[5], now, got,
+		                            sizeof(got)),
+		                 0);
+		assert_string_equal(got, b->ids[5]);
+		batch_free(b);
+	}
+}
+
+static void expect_batch_refused(struct sign_verifier *v, const Exfleet__Command *cmd,
+                                 const char *host, int64_t now, int want_rc, const char *want)
+{
+	char got[512];
+	assert_int_equal(verify_for(v, cmd, host, now, got, sizeof(got)), want_rc);
+	assert_string_equal(got, want);
+}
+
+/* Each way of moving a command within or out of its batch is refused. */
+static void test_batch_tampered(void **state)
+{
+	int64_t now = util_now_ms();
+	for (int a = 0; a < 2; a++) {
+		struct sign_verifier *v = fx->d[a].v;
+		struct batch *b = batch_sign(fx->d[a].dir, 5, now);
+		Exfleet__Command *c = &b->cmds[2];
+		const char *host = b->hosts[2];
+		const char *misfit = "batch path does not fit its index and size";
+
+		/* Another command's body on this one's path. */
+		ProtobufCBinaryData body = c->body;
+		c->body = b->cmds[3].body;
+		expect_batch_refused(v, c, b->hosts[3], now, UV_EACCES, "bad signature");
+		c->body = body;
+		/* Another command's path. */
+		Exfleet__Command moved = b->cmds[3];
+		moved.body = c->body;
+		expect_batch_refused(v, &moved, host, now, UV_EACCES, "bad signature");
+		/* Another place, another size. */
+		c->batch_index = 3;
+		expect_batch_refused(v, c, host, now, UV_EACCES, "bad signature");
+		c->batch_index = 5;
+		expect_batch_refused(v, c, host, now, UV_EINVAL,
+		                     "batch index 5 is not below its size 5");
+		c->batch_index = 2;
+		c->batch_size = 6;
+		expect_batch_refused(v, c, host, now, UV_EACCES, "bad signature");
+		c->batch_size = SIGN_BATCH_MAX + 1;
+		char want[128];
+		snprintf(want, sizeof(want), "batch of %u commands exceeds %u", SIGN_BATCH_MAX + 1,
+		         SIGN_BATCH_MAX);
+		expect_batch_refused(v, c, host, now, UV_EINVAL, want);
+		/* Signed alone, by the look of it, but carrying a path. */
+		c->batch_size = 0;
+		expect_batch_refused(v, c, host, now, UV_EINVAL, misfit);
+		c->batch_size = 5;
+
+		/* The path: short, long, a hash cut, a hash changed. */
+		c->n_batch_path--;
+		expect_batch_refused(v, c, host, now, UV_EINVAL, misfit);
+		c->n_batch_path++;
+		ProtobufCBinaryData *path = c->batch_path;
+		ProtobufCBinaryData longer[SIGN_PATH_MAX + 1];
+		memcpy(longer, path, c->n_batch_path * sizeof(*path));
+		longer[c->n_batch_path] = path[0];
+		c->batch_path = longer;
+		c->n_batch_path++;
+		expect_batch_refused(v, c, host, now, UV_EINVAL, misfit);
+		c->n_batch_path--;
+		c->batch_path = path;
+		path[0].len--;
+		expect_batch_refused(v, c, host, now, UV_EINVAL, misfit);
+		path[0].len++;
+		path[c->n_batch_path - 1].data[7] ^= 0x20;
+		expect_batch_refused(v, c, host, now, UV_EACCES, "bad signature");
+		path[c->n_batch_path - 1].data[7] ^= 0x20;
+		expect_batch_refused(v, c, b->hosts[1], now, UV_EINVAL,
+		                     "addressed to host 'EXCH003', not 'EXCH002'");
+		char got[512];
+		assert_int_equal(verify_for(v, c, host, now, got, sizeof(got)), 0);
+		batch_free(b);
+
+		/* A command signed alone carries no batch fields. */
+		struct body s;
+		Exfleet__Command cmd;
+		body_init(&s, ID, "EXCH01", now, now + HOUR_MS);
+		sign_as(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+		assert_int_equal(cmd.batch_size, 0);
+		assert_int_equal(cmd.n_batch_path, 0);
+		cmd.batch_index = 1;
+		expect_refused(v, &cmd, now, UV_EINVAL, misfit);
+		cmd.batch_index = 0;
+		expect_accepted(v, &cmd, now, ID);
+		sign_command_free(&cmd);
+	}
+}
+
+/* The memo skips the signature check for the batch it remembers, and only
+ * for it: the same certificate, root and signature bytes. */
+static void test_batch_memo(void **state)
+{
+	int64_t now = util_now_ms();
+	char got[512];
+	for (int a = 0; a < 2; a++) {
+		EVP_PKEY *alice = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "alice");
+		EVP_PKEY *bob = load_key(fx->d[a].dir, PKI_ROLE_OPERATOR, "bob");
+		struct batch *b = batch_sign(fx->d[a].dir, 4, now);
+		struct batch *other = batch_sign(fx->d[a].dir, 4, now - 1000); /* other bodies */
+		struct sign_memo memo = {0};
+
+		/* Without a memo bob's key opens nothing of alice's. */
+		assert_int_equal(verify_memo(bob, &b->cmds[1], b->hosts[1], now, NULL, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		assert_int_equal(verify_memo(bob, &b->cmds[1], b->hosts[1], now, &memo, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		assert_false(memo.valid);
+		assert_int_equal(verify_memo(alice, &b->cmds[0], b->hosts[0], now, &memo, got,
+		                             sizeof(got)),
+		                 0);
+		assert_true(memo.valid);
+		/* Remembered: the key is no longer consulted for this batch. */
+		assert_int_equal(verify_memo(bob, &b->cmds[1], b->hosts[1], now, &memo, got,
+		                             sizeof(got)),
+		                 0);
+		assert_string_equal(got, b->ids[1]);
+		/* Not for other signature bytes, */
+		b->cmds[2].signature.data[3] ^= 0x01;
+		assert_int_equal(verify_memo(alice, &b->cmds[2], b->hosts[2], now, &memo, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		assert_string_equal(got, "bad signature");
+		b->cmds[2].signature.data[3] ^= 0x01;
+		/* another batch, */
+		assert_int_equal(verify_memo(bob, &other->cmds[1], other->hosts[1], now, &memo, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		/* a body off its path, */
+		ProtobufCBinaryData body = b->cmds[3].body;
+		b->cmds[3].body = other->cmds[3].body;
+		assert_int_equal(verify_memo(alice, &b->cmds[3], b->hosts[3], now, &memo, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		b->cmds[3].body = body;
+		/* or another certificate. */
+		X509 *bob_cert = load_cert(fx->d[a].dir, PKI_ROLE_OPERATOR, "bob");
+		unsigned char *der = NULL;
+		int der_len = i2d_X509(bob_cert, &der);
+		assert_true(der_len > 0);
+		ProtobufCBinaryData alice_der = b->cmds[3].issuer_certificate;
+		b->cmds[3].issuer_certificate.data = der;
+		b->cmds[3].issuer_certificate.len = (size_t)der_len;
+		assert_int_equal(verify_memo(bob, &b->cmds[3], b->hosts[3], now, &memo, got,
+		                             sizeof(got)),
+		                 UV_EACCES);
+		b->cmds[3].issuer_certificate = alice_der;
+		OPENSSL_free(der);
+		X509_free(bob_cert);
+		assert_int_equal(verify_memo(alice, &b->cmds[3], b->hosts[3], now, &memo, got,
+		                             sizeof(got)),
+		                 0);
+		batch_free(other);
+		batch_free(b);
+		EVP_PKEY_free(bob);
+		EVP_PKEY_free(alice);
+	}
+}
+
+static void test_batch_refusals(void **state)
+{
+	EVP_PKEY *key = load_key(fx->d[0].dir, PKI_ROLE_OPERATOR, "alice");
+	X509 *cert = load_cert(fx->d[0].dir, PKI_ROLE_OPERATOR, "alice");
+	Exfleet__Command cmd;
+	assert_int_equal(sign_commands(NULL, 0, key, cert, &cmd, fx->err, sizeof(fx->err)),
+	                 UV_EINVAL);
+	assert_string_equal(fx->err, "a batch holds 1 to 1048576 commands, not 0");
+	X509_free(cert);
+	EVP_PKEY_free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -912,6 +1281,11 @@ int main(void)
 	    cmocka_unit_test(test_sizes),           cmocka_unit_test(test_documented_format),
 	    cmocka_unit_test(test_sign_refusals),   cmocka_unit_test(test_verifier_files),
 	    cmocka_unit_test(test_trusted_key),
+	    cmocka_unit_test(test_batch_accepted),
+	    cmocka_unit_test(test_batch_documented_format),
+	    cmocka_unit_test(test_batch_tampered),
+	    cmocka_unit_test(test_batch_memo),
+	    cmocka_unit_test(test_batch_refusals),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
