@@ -38,6 +38,7 @@ struct check_work {
 	int verdicts[CHECK_CHUNK];
 	unsigned n, fast, full;
 	int64_t now_ms;
+	struct sign_memo memo; /* a wave's batch signature, checked once per chunk */
 };
 
 static void command_free(struct relay_command *c)
@@ -96,7 +97,7 @@ static void signer_keep(struct relay *r, const Exfleet__Command *cmd, const unsi
  * would refuse (not an operator's signature, another host's, expired) goes
  * no further. 1, or a negative error with c->reason. */
 static int check_command(struct relay *r, struct relay_command *c, int64_t now_ms,
-			 unsigned *fast, unsigned *full)
+			 struct sign_memo *memo, unsigned *fast, unsigned *full)
 {
 	if (!r->verifier)
 		return 1;
@@ -111,8 +112,8 @@ static int check_command(struct relay *r, struct relay_command *c, int64_t now_m
 		/* The rest of what sign_verify_command checks, per command. The
 		 * agent checks all of it again. */
 		Exfleet__CommandBody *body = NULL;
-		rc = sign_verify_command_key(key, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS, &body,
-					     c->reason, sizeof(c->reason));
+		rc = sign_verify_command_memo(key, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS, memo,
+					      &body, c->reason, sizeof(c->reason));
 		if (body)
 			exfleet__command_body__free_unpacked(body, NULL);
 		EVP_PKEY_free(key);
@@ -133,15 +134,15 @@ static int check_command(struct relay *r, struct relay_command *c, int64_t now_m
 
 /* The envelope goes out as it is (deliver); its decoding lives only as long
  * as the check. */
-static int check(struct relay *r, struct relay_command *c, int64_t now_ms, unsigned *fast,
-		 unsigned *full)
+static int check(struct relay *r, struct relay_command *c, int64_t now_ms, struct sign_memo *memo,
+		 unsigned *fast, unsigned *full)
 {
 	c->cmd = exfleet__command__unpack(NULL, c->len, c->envelope);
 	if (!c->cmd) {
 		snprintf(c->reason, sizeof(c->reason), "not a valid envelope");
 		return UV_EPROTO;
 	}
-	int rc = check_command(r, c, now_ms, fast, full);
+	int rc = check_command(r, c, now_ms, memo, fast, full);
 	exfleet__command__free_unpacked(c->cmd, NULL);
 	c->cmd = NULL;
 	return rc;
@@ -151,7 +152,7 @@ static void check_work_cb(uv_work_t *req)
 {
 	struct check_work *w = req->data;
 	for (unsigned i = 0; i < w->n; i++)
-		w->verdicts[i] = check(w->r, w->cmds[i], w->now_ms, &w->fast, &w->full);
+		w->verdicts[i] = check(w->r, w->cmds[i], w->now_ms, &w->memo, &w->fast, &w->full);
 }
 
 /* ---- the loop side ---- */
@@ -309,8 +310,9 @@ static void check_start(struct relay *r, struct relay_command *from)
 		if (!w) {
 			/* Checked here instead: slower, never skipped. */
 			unsigned fast = 0, full = 0;
+			struct sign_memo memo = {0};
 			for (; c; c = c->next)
-				c->verdict = check(r, c, now, &fast, &full);
+				c->verdict = check(r, c, now, &memo, &fast, &full);
 			dispatch(r);
 			return;
 		}

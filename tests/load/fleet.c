@@ -905,10 +905,10 @@ static void fanout_issue(struct fleet *f)
 	char err[512];
 	/* Generous: signing late would count against the collector, while
 	 * signing early only waits for issued_at. */
-	int64_t cost_us = lg_commands_sign_cost_us(f->ca, f->key);
+	int64_t cost_us = lg_commands_sign_cost_us(f->ca);
 	int64_t issued = util_now_ms() + cost_us * f->n * 2 / 1000 + 100;
 	uint64_t t0 = uv_hrtime();
-	if (lg_commands_sign(f->o, f->ca, f->key, f->first, f->n, issued, &f->commands, err,
+	if (lg_commands_sign(f->o, f->ca, f->first, f->n, issued, &f->commands, err,
 	                     sizeof(err)) < 0) {
 		fprintf(stderr, "%s: fanout: %s\n", LG_PROG, err);
 		snprintf(f->res->poll_error, sizeof(f->res->poll_error), "%s", err);

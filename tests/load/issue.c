@@ -1,9 +1,10 @@
 /* fanout: a signed RESCAN for every simulated host, queued in the
  * collector's store the way exfleetctl queues one (the commands table, state
  * "queued"), but all in one transaction, so that the relay finds the whole
- * wave at its next look. The signatures are real (an operator certificate
- * minted from the test CA), so the relay's check passes as it would for an
- * operator's command. */
+ * wave at its next look. The signature is real (an operator certificate
+ * minted from the test CA, one batch signature for the wave, as exfleetctl
+ * signs a wave), so the relay's and each agent's checks pass as they would
+ * for an operator's commands. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,74 +21,112 @@
 #define OPERATOR_NAME "exfleet-loadgen"
 #define COMMAND_LIFETIME_MS 3600000
 
-static int sign_one(const char *host, const char *id, int64_t issued_ms, EVP_PKEY *key,
-                    X509 *cert, uint8_t **out, size_t *len, char *err, size_t errlen)
+/* An operator as exfleetctl pki would make one: a key of the algorithm the
+ * CA gives operators, and a certificate minted for it. */
+struct operator {
+	EVP_PKEY *key;
+	X509 *cert;
+};
+
+static int operator_make(const struct pki_ca *ca, struct operator *op, char *err, size_t errlen)
 {
-	Exfleet__CommandBody body = EXFLEET__COMMAND_BODY__INIT;
-	Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
-	Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
-	body.id = (char *)id;
-	body.target_host_id = (char *)host;
-	body.issued_at_ms = issued_ms;
-	body.expires_at_ms = issued_ms + COMMAND_LIFETIME_MS;
-	body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
-	body.rescan = &rescan;
-	if (sign_command(&body, key, cert, &cmd, err, errlen) < 0) {
-		sign_command_free(&cmd);
+	op->cert = NULL;
+	if (pki_ca_keygen(ca, PKI_ROLE_OPERATOR, &op->key, err, errlen) < 0)
+		return -1;
+	if (pki_ca_mint(ca, PKI_ROLE_OPERATOR, OPERATOR_NAME, op->key, 1, &op->cert, err,
+	                errlen) < 0) {
+		EVP_PKEY_free(op->key);
+		op->key = NULL;
 		return -1;
 	}
-	*len = exfleet__command__get_packed_size(&cmd);
-	*out = malloc(*len ? *len : 1);
-	if (*out)
-		exfleet__command__pack(&cmd, *out);
-	else
-		snprintf(err, errlen, "out of memory");
-	sign_command_free(&cmd);
-	return *out ? 0 : -1;
+	return 0;
 }
 
-static X509 *operator_cert(const struct pki_ca *ca, EVP_PKEY *key, char *err, size_t errlen)
+static void operator_free(struct operator *op)
 {
-	X509 *cert = NULL;
-	if (pki_ca_mint(ca, PKI_ROLE_OPERATOR, OPERATOR_NAME, key, 1, &cert, err, errlen) < 0)
-		return NULL;
-	return cert;
+	X509_free(op->cert);
+	EVP_PKEY_free(op->key);
 }
 
-int64_t lg_commands_sign_cost_us(const struct pki_ca *ca, EVP_PKEY *key)
+/* RESCANs for c[0..n-1], signed as one batch the way exfleetctl signs a
+ * wave's, each packed into c[i].envelope. */
+static int sign_batch(struct lg_command *c, unsigned n, int64_t issued_ms,
+                      const struct operator *op, char *err, size_t errlen)
+{
+	Exfleet__CommandBody *bodies = calloc(n, sizeof(*bodies));
+	const Exfleet__CommandBody **list = calloc(n, sizeof(*list));
+	Exfleet__Command *cmds = calloc(n, sizeof(*cmds));
+	Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
+	int rc = -1;
+	if (!bodies || !list || !cmds) {
+		snprintf(err, errlen, "out of memory for %u commands", n);
+		goto out;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		exfleet__command_body__init(&bodies[i]);
+		bodies[i].id = c[i].id;
+		bodies[i].target_host_id = c[i].host_id;
+		bodies[i].issued_at_ms = issued_ms;
+		bodies[i].expires_at_ms = issued_ms + COMMAND_LIFETIME_MS;
+		bodies[i].action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
+		bodies[i].rescan = &rescan;
+		list[i] = &bodies[i];
+	}
+	if (sign_commands(list, n, op->key, op->cert, cmds, err, errlen) < 0)
+		goto out;
+	for (unsigned i = 0; i < n; i++) {
+		c[i].len = exfleet__command__get_packed_size(&cmds[i]);
+		if (!(c[i].envelope = malloc(c[i].len ? c[i].len : 1))) {
+			snprintf(err, errlen, "out of memory for %u commands", n);
+			goto out;
+		}
+		exfleet__command__pack(&cmds[i], c[i].envelope);
+	}
+	rc = 0;
+out:
+	for (unsigned i = 0; cmds && i < n; i++)
+		sign_command_free(&cmds[i]);
+	free(cmds);
+	free(list);
+	free(bodies);
+	return rc;
+}
+
+int64_t lg_commands_sign_cost_us(const struct pki_ca *ca)
 {
 	char err[256];
-	uint8_t *env = NULL;
-	size_t len;
-	X509 *cert = operator_cert(ca, key, err, sizeof(err));
-	if (!cert)
+	struct operator op;
+	enum { TRIAL = 256 };
+	struct lg_command *c = calloc(TRIAL, sizeof(*c));
+	if (!c || operator_make(ca, &op, err, sizeof(err)) < 0) {
+		free(c);
 		return 1000;
-	/* A few, the first of which warms up what later ones reuse. */
-	int rc = 0;
-	uint64_t t0 = uv_hrtime();
-	for (int i = 0; i < 16 && rc == 0; i++) {
-		rc = sign_one("TRIAL", "00000000000000000000000000000000", util_now_ms(), key,
-		              cert, &env, &len, err, sizeof(err));
-		free(env);
-		env = NULL;
 	}
-	int64_t us = (int64_t)(uv_hrtime() - t0) / 1000 / 16;
-	X509_free(cert);
-	return rc == 0 ? us : 1000;
+	for (unsigned i = 0; i < TRIAL; i++) {
+		snprintf(c[i].id, sizeof(c[i].id), "%032x", i);
+		snprintf(c[i].host_id, sizeof(c[i].host_id), "TRIAL%u", i);
+	}
+	uint64_t t0 = uv_hrtime();
+	int rc = sign_batch(c, TRIAL, util_now_ms(), &op, err, sizeof(err));
+	int64_t us = (int64_t)(uv_hrtime() - t0) / 1000 / TRIAL;
+	lg_commands_free(c, TRIAL);
+	operator_free(&op);
+	return rc == 0 ? us + 1 : 1000;
 }
 
-int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
-                     unsigned first, unsigned n, int64_t issued_ms, struct lg_command **out,
-                     char *err, size_t errlen)
+int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, unsigned first,
+                     unsigned n, int64_t issued_ms, struct lg_command **out, char *err,
+                     size_t errlen)
 {
 	*out = NULL;
+	struct operator op;
 	struct lg_command *c = calloc(n ? n : 1, sizeof(*c));
-	X509 *cert = operator_cert(ca, key, err, errlen);
-	if (!c || !cert) {
-		if (!c)
-			snprintf(err, errlen, "out of memory for %u commands", n);
+	if (!c) {
+		snprintf(err, errlen, "out of memory for %u commands", n);
+		return -1;
+	}
+	if (operator_make(ca, &op, err, errlen) < 0) {
 		free(c);
-		X509_free(cert);
 		return -1;
 	}
 	for (unsigned i = 0; i < n; i++) {
@@ -99,15 +138,14 @@ int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, EVP_PK
 		}
 		util_hex(raw, sizeof(raw), c[i].id);
 		lg_host_id(o, first + i, c[i].host_id, sizeof(c[i].host_id));
-		if (sign_one(c[i].host_id, c[i].id, issued_ms, key, cert, &c[i].envelope, &c[i].len,
-		             err, errlen) < 0)
-			goto fail;
 	}
-	X509_free(cert);
+	if (n > 0 && sign_batch(c, n, issued_ms, &op, err, errlen) < 0)
+		goto fail;
+	operator_free(&op);
 	*out = c;
 	return 0;
 fail:
-	X509_free(cert);
+	operator_free(&op);
 	lg_commands_free(c, n);
 	return -1;
 }

@@ -239,12 +239,13 @@ struct lg_command {
 	size_t len;
 };
 /* Signs n commands for hosts first..first+n-1 (fleet numbering) issued at
- * issued_ms; 0 or -1 with err. Free with lg_commands_free. */
-int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, EVP_PKEY *key,
-                     unsigned first, unsigned n, int64_t issued_ms, struct lg_command **out,
-                     char *err, size_t errlen);
-/* How long signing one command takes, microseconds (a trial signature). */
-int64_t lg_commands_sign_cost_us(const struct pki_ca *ca, EVP_PKEY *key);
+ * issued_ms, as one batch by an operator minted from ca; 0 or -1 with err.
+ * Free with lg_commands_free. */
+int lg_commands_sign(const struct lg_options *o, const struct pki_ca *ca, unsigned first,
+                     unsigned n, int64_t issued_ms, struct lg_command **out, char *err,
+                     size_t errlen);
+/* How long signing takes per command in a batch, microseconds (a trial batch). */
+int64_t lg_commands_sign_cost_us(const struct pki_ca *ca);
 /* Queues them in the collector's store (o->store) in one transaction, as
  * exfleetctl would one by one; 0 or -1 with err. */
 int lg_commands_queue(const struct lg_options *o, const struct lg_command *c, unsigned n,
