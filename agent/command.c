@@ -855,7 +855,11 @@ static void execute(struct commands *cmds, Exfleet__Command *cmd)
 		goto out;
 	}
 	const char *action = action_name(body->action_case);
-	log_info("command %s: %s, signed by %s", body->id, action, operator);
+	if (cmd->batch_size > 1)
+		log_info("command %s: %s, signed by %s with %u others", body->id, action, operator,
+			 cmd->batch_size - 1);
+	else
+		log_info("command %s: %s, signed by %s", body->id, action, operator);
 	if (body->action_case == EXFLEET__COMMAND_BODY__ACTION__NOT_SET) {
 		reject(cmds, body->id, now,
 		       "malformed: the command names no action this agent knows");

@@ -156,6 +156,11 @@ int ctl_command_id(char id[33]);
  * once reported (api->quiet and api->message apply). */
 int ctl_submit_command(struct ctl_api *api, const struct Exfleet__CommandBody *body, X509 *cert,
 		       EVP_PKEY *key, json_t **answer);
+struct Exfleet__Command;
+/* Submits a command already signed (one of a batch, say) for host_id, as
+ * ctl_submit_command does. */
+int ctl_post_command(struct ctl_api *api, const char *host_id, const struct Exfleet__Command *cmd,
+		     json_t **answer);
 
 /* ---- output (ctl.c) ---- */
 

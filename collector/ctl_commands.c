@@ -61,44 +61,47 @@ int ctl_command_id(char id[33])
 	return 0;
 }
 
+int ctl_post_command(struct ctl_api *api, const char *host_id, const Exfleet__Command *cmd,
+		     json_t **answer)
+{
+	size_t len = exfleet__command__get_packed_size(cmd);
+	uint8_t *packed = malloc(len ? len : 1);
+	char *text = malloc(4 * ((len + 2) / 3) + 1);
+	json_t *request = NULL;
+	int rc = CTL_FAILED;
+	*answer = NULL;
+	if (packed && text) {
+		exfleet__command__pack(cmd, packed);
+		EVP_EncodeBlock((unsigned char *)text, packed, (int)len);
+		request = json_pack("{s:s, s:s}", "host_id", host_id, "envelope", text);
+	}
+	if (request) {
+		rc = ctl_api_post_json(api, "/api/v1/commands", request, answer);
+	} else {
+		snprintf(api->message, sizeof(api->message), "out of memory");
+		if (!api->quiet)
+			fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
+	}
+	json_decref(request);
+	free(packed);
+	free(text);
+	return rc;
+}
+
 int ctl_submit_command(struct ctl_api *api, const Exfleet__CommandBody *body, X509 *cert,
 		       EVP_PKEY *key, json_t **answer)
 {
 	Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
 	char err[512];
-	uint8_t *packed = NULL;
-	char *text = NULL;
-	json_t *request = NULL;
-	int rc = CTL_FAILED;
 	*answer = NULL;
 	if (sign_command(body, key, cert, &cmd, err, sizeof(err)) < 0) {
 		snprintf(api->message, sizeof(api->message), "cannot sign: %s", err);
-		goto out;
+		if (!api->quiet)
+			fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
+		return CTL_FAILED;
 	}
-	size_t len = exfleet__command__get_packed_size(&cmd);
-	packed = malloc(len);
-	text = malloc(4 * ((len + 2) / 3) + 1);
-	if (!packed || !text) {
-		snprintf(api->message, sizeof(api->message), "out of memory");
-		goto out;
-	}
-	exfleet__command__pack(&cmd, packed);
-	EVP_EncodeBlock((unsigned char *)text, packed, (int)len);
-	request = json_pack("{s:s, s:s}", "host_id", body->target_host_id, "envelope", text);
-	if (!request) {
-		snprintf(api->message, sizeof(api->message), "out of memory");
-		goto out;
-	}
-	rc = ctl_api_post_json(api, "/api/v1/commands", request, answer);
-	goto done;
-out:
-	if (!api->quiet)
-		fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
-done:
+	int rc = ctl_post_command(api, body->target_host_id, &cmd, answer);
 	sign_command_free(&cmd);
-	json_decref(request);
-	free(packed);
-	free(text);
 	return rc;
 }
 

@@ -195,86 +195,142 @@ static int seal(struct repair *r, struct host_plan *h, const char *id,
 			   out, err, errlen);
 }
 
-/* Signs and submits the current step of h; a refusal fails the host. */
-static void submit_step(struct repair *r, struct host_plan *h)
-{
+/* One host's step as a command: its body and what the body points to. */
+struct step_command {
+	struct host_plan *h;
 	char id[33];
-	if (ctl_command_id(id) < 0) {
-		host_failed(r, h, "%s: not sent: no randomness for a command id",
-			    step_names[h->step]);
-		return;
+	Exfleet__CommandBody body;
+	Exfleet__SealedSecret sealed;
+	Exfleet__VerifyCredentials verify;
+	Exfleet__GrantRights grant;
+	Exfleet__SetServiceCredentials set;
+	Exfleet__RestartServices restart;
+	Exfleet__ReapplyServicePack sp;
+	Exfleet__Rescan rescan;
+};
+
+/* Builds h's current step; -1 with err when it cannot be. */
+static int step_build(struct repair *r, struct host_plan *h, int64_t now, struct step_command *sc,
+		      char *err, size_t errlen)
+{
+	sc->h = h;
+	exfleet__sealed_secret__init(&sc->sealed);
+	if (ctl_command_id(sc->id) < 0) {
+		snprintf(err, errlen, "no randomness for a command id");
+		return -1;
 	}
-	int64_t now = util_now_ms();
-	Exfleet__CommandBody body = EXFLEET__COMMAND_BODY__INIT;
-	body.id = id;
-	body.target_host_id = h->host_id;
-	body.issued_at_ms = now;
-	body.expires_at_ms = now + r->expires_ms;
-	Exfleet__SealedSecret sealed = EXFLEET__SEALED_SECRET__INIT;
-	Exfleet__VerifyCredentials verify = EXFLEET__VERIFY_CREDENTIALS__INIT;
-	Exfleet__GrantRights grant = EXFLEET__GRANT_RIGHTS__INIT;
-	Exfleet__SetServiceCredentials set = EXFLEET__SET_SERVICE_CREDENTIALS__INIT;
-	Exfleet__RestartServices restart = EXFLEET__RESTART_SERVICES__INIT;
-	Exfleet__ReapplyServicePack sp = EXFLEET__REAPPLY_SERVICE_PACK__INIT;
-	Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
-	char err[512] = "";
-	int rc = 0;
+	Exfleet__CommandBody *body = &sc->body;
+	exfleet__command_body__init(body);
+	body->id = sc->id;
+	body->target_host_id = h->host_id;
+	body->issued_at_ms = now;
+	body->expires_at_ms = now + r->expires_ms;
 	switch (h->step) {
 	case STEP_VERIFY:
-		rc = seal(r, h, id, &sealed, err, sizeof(err));
-		verify.account = (char *)r->account;
-		verify.password = &sealed;
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_VERIFY_CREDENTIALS;
-		body.verify_credentials = &verify;
-		break;
+		exfleet__verify_credentials__init(&sc->verify);
+		sc->verify.account = (char *)r->account;
+		sc->verify.password = &sc->sealed;
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_VERIFY_CREDENTIALS;
+		body->verify_credentials = &sc->verify;
+		return seal(r, h, sc->id, &sc->sealed, err, errlen) < 0 ? -1 : 0;
 	case STEP_GRANT:
-		grant.account = (char *)r->account;
-		grant.rights = (char **)rights;
-		grant.n_rights = 3;
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_GRANT_RIGHTS;
-		body.grant_rights = &grant;
-		break;
+		exfleet__grant_rights__init(&sc->grant);
+		sc->grant.account = (char *)r->account;
+		sc->grant.rights = (char **)rights;
+		sc->grant.n_rights = 3;
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_GRANT_RIGHTS;
+		body->grant_rights = &sc->grant;
+		return 0;
 	case STEP_SET:
-		rc = seal(r, h, id, &sealed, err, sizeof(err));
-		set.account = (char *)r->account;
-		set.password = &sealed;
-		set.services = h->services;
-		set.n_services = h->n_services;
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_SET_SERVICE_CREDENTIALS;
-		body.set_service_credentials = &set;
-		break;
+		exfleet__set_service_credentials__init(&sc->set);
+		sc->set.account = (char *)r->account;
+		sc->set.password = &sc->sealed;
+		sc->set.services = h->services;
+		sc->set.n_services = h->n_services;
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_SET_SERVICE_CREDENTIALS;
+		body->set_service_credentials = &sc->set;
+		return seal(r, h, sc->id, &sc->sealed, err, errlen) < 0 ? -1 : 0;
 	case STEP_RESTART:
-		restart.services = h->services;
-		restart.n_services = h->n_services;
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES;
-		body.restart_services = &restart;
-		break;
+		exfleet__restart_services__init(&sc->restart);
+		sc->restart.services = h->services;
+		sc->restart.n_services = h->n_services;
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_RESTART_SERVICES;
+		body->restart_services = &sc->restart;
+		return 0;
 	case STEP_SERVICE_PACK:
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_REAPPLY_SERVICE_PACK;
-		body.reapply_service_pack = &sp;
-		break;
+		exfleet__reapply_service_pack__init(&sc->sp);
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_REAPPLY_SERVICE_PACK;
+		body->reapply_service_pack = &sc->sp;
+		return 0;
 	default:
-		body.action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
-		body.rescan = &rescan;
-		break;
+		exfleet__rescan__init(&sc->rescan);
+		body->action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
+		body->rescan = &sc->rescan;
+		return 0;
 	}
+}
+
+/* Submits one signed step; a refusal fails the host. */
+static void step_post(struct repair *r, struct step_command *sc, const Exfleet__Command *cmd)
+{
+	struct host_plan *h = sc->h;
 	json_t *answer = NULL;
-	if (rc == 0) {
-		r->api->quiet = 1;
-		rc = ctl_submit_command(r->api, &body, r->cert, r->key, &answer);
-		r->api->quiet = 0;
-		snprintf(err, sizeof(err), "%s", r->api->message);
-	}
-	seal_secret_free(&sealed);
+	r->api->quiet = 1;
+	int rc = ctl_post_command(r->api, h->host_id, cmd, &answer);
+	r->api->quiet = 0;
 	json_decref(answer);
 	if (rc == CTL_UNREACHABLE) {
-		fprintf(stderr, "exfleetctl repair: %s\n", err);
+		fprintf(stderr, "exfleetctl repair: %s\n", r->api->message);
 		r->stopped = 1;
 	}
 	if (rc != 0)
-		host_failed(r, h, "%s: not sent: %s", step_names[h->step], err);
+		host_failed(r, h, "%s: not sent: %s", step_names[h->step], r->api->message);
 	else
-		snprintf(h->command_id, sizeof(h->command_id), "%s", id);
+		snprintf(h->command_id, sizeof(h->command_id), "%s", sc->id);
+}
+
+/* Signs the next step of each of hosts[0..n-1] as one batch, one signature
+ * for the round however many hosts are in it, and submits them. */
+static void submit_steps(struct repair *r, struct host_plan **hosts, size_t n)
+{
+	struct step_command *sc = calloc(n, sizeof(*sc));
+	const Exfleet__CommandBody **bodies = calloc(n, sizeof(*bodies));
+	Exfleet__Command *cmds = calloc(n, sizeof(*cmds));
+	char err[512];
+	size_t built = 0;
+	if (!sc || !bodies || !cmds) {
+		for (size_t i = 0; i < n; i++)
+			host_failed(r, hosts[i], "%s: not sent: out of memory",
+				    step_names[hosts[i]->step]);
+		goto out;
+	}
+	int64_t now = util_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		if (step_build(r, hosts[i], now, &sc[built], err, sizeof(err)) < 0) {
+			host_failed(r, hosts[i], "%s: not sent: %s", step_names[hosts[i]->step], err);
+			seal_secret_free(&sc[built].sealed);
+			continue;
+		}
+		bodies[built] = &sc[built].body;
+		built++;
+	}
+	if (built > 0 && sign_commands(bodies, built, r->key, r->cert, cmds, err, sizeof(err)) < 0) {
+		for (size_t i = 0; i < built; i++)
+			host_failed(r, sc[i].h, "%s: not sent: cannot sign: %s",
+				    step_names[sc[i].h->step], err);
+		built = 0;
+	}
+	for (size_t i = 0; i < built; i++) {
+		if (!r->stopped)
+			step_post(r, &sc[i], &cmds[i]);
+		sign_command_free(&cmds[i]);
+	}
+out:
+	for (size_t i = 0; sc && i < n; i++)
+		seal_secret_free(&sc[i].sealed);
+	free(cmds);
+	free(bodies);
+	free(sc);
 }
 
 /* What the collector says of h's step in flight: move on, or fail it. */
@@ -356,24 +412,31 @@ static void poll_steps(struct repair *r, size_t from, size_t to, int64_t deadlin
 static void run_plans(struct repair *r, size_t from, size_t to)
 {
 	int64_t deadline = util_now_ms() + r->expires_ms;
+	struct host_plan **due = malloc((to - from) * sizeof(*due));
 	while (!r->stopped) {
-		size_t busy = 0, in_flight = 0;
-		for (size_t i = from; i < to && !r->stopped; i++) {
+		size_t busy = 0, in_flight = 0, ndue = 0;
+		for (size_t i = from; i < to; i++) {
 			struct host_plan *h = &r->hosts[i];
 			if (h->failed || h->step == STEP_DONE)
 				continue;
 			busy++;
-			if (!h->command_id[0])
-				submit_step(r, h);
-			in_flight += !h->failed && h->command_id[0];
+			if (!h->command_id[0] && due)
+				due[ndue++] = h;
+			else if (!h->command_id[0])
+				host_failed(r, h, "%s: not sent: out of memory", step_names[h->step]);
 		}
+		if (ndue)
+			submit_steps(r, due, ndue);
+		for (size_t i = from; i < to; i++)
+			in_flight += !r->hosts[i].failed && r->hosts[i].command_id[0];
 		if (busy == 0 || r->stopped)
-			return;
+			break;
 		if (in_flight) {
 			uv_sleep(POLL_MS);
 			poll_steps(r, from, to, deadline);
 		}
 	}
+	free(due);
 }
 
 /* ---- setup ---- */

@@ -56,6 +56,13 @@ ctl repair --status AFFECTED --account 'CORP\exsvc' --password-file "$F/exsvc.pa
 	--canary 1 $signer >"$WORK/repair.out" 2>&1 || fail "repair: $(cat "$WORK/repair.out")"
 grep -q "$# hosts: $# repaired, 0 failed" "$WORK/repair.out" || fail "$(cat "$WORK/repair.out")"
 grep -q "repairing 1 host (canary)" "$WORK/repair.out" || fail "no canary: $(cat "$WORK/repair.out")"
+# After the canary, each round's steps went out under one signature, and
+# each agent checked its own command of the batch.
+if [ $# -gt 2 ]; then
+	grep -h "VERIFY_CREDENTIALS, signed by admin with $(($# - 2)) others" \
+		"$WORK"/agent_*.log | wc -l | grep -qx "$(($# - 1))" ||
+		fail "the wave's steps were not signed as one batch: $(cat "$WORK"/agent_*.log)"
+fi
 for h in "$@"; do wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$h'" REPAIRED; done
 
 # POP3 users still fail on H1 until the service pack is reapplied.
