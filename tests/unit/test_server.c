@@ -682,6 +682,87 @@ static void test_relay_delivers_only_what_the_agent_would_accept(void **state)
 	EVP_PKEY_free(agent_key);
 }
 
+/* Signs n RESCANs for host as one batch and queues them: ids[i] each.
+ * tamper_path and tamper_sig (-1: none) spoil one command's path or its copy
+ * of the signature after signing. */
+static void queue_batch(struct world *w, X509 *cert, EVP_PKEY *key, const char *host, int64_t issued,
+			size_t n, int tamper_path, int tamper_sig, char ids[][33])
+{
+	Exfleet__CommandBody bodies[8];
+	const Exfleet__CommandBody *list[8];
+	Exfleet__Command cmds[8];
+	Exfleet__Rescan rescan = EXFLEET__RESCAN__INIT;
+	char err[512];
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t raw[16];
+		assert_int_equal(RAND_bytes(raw, sizeof(raw)), 1);
+		util_hex(raw, sizeof(raw), ids[i]);
+		exfleet__command_body__init(&bodies[i]);
+		bodies[i].id = ids[i];
+		bodies[i].target_host_id = (char *)host;
+		bodies[i].issued_at_ms = issued;
+		bodies[i].expires_at_ms = issued + 3600000;
+		bodies[i].action_case = EXFLEET__COMMAND_BODY__ACTION_RESCAN;
+		bodies[i].rescan = &rescan;
+		list[i] = &bodies[i];
+	}
+	if (sign_commands(list, n, key, cert, cmds, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	if (tamper_path >= 0)
+		cmds[tamper_path].batch_path[0].data[0] ^= 0x01;
+	if (tamper_sig >= 0)
+		cmds[tamper_sig].signature.data[cmds[tamper_sig].signature.len / 2] ^= 0x40;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t env[8192];
+		size_t len = exfleet__command__pack(&cmds[i], env);
+		sign_command_free(&cmds[i]);
+		if (store_enqueue_command(w->store, ids[i], host, "RESCAN", "test", issued,
+					  issued + 3600000, env, len, err, sizeof(err)) < 0)
+			fail_msg("%s", err);
+	}
+}
+
+/* A wave signed as one batch: the relay lets each good command through and
+ * stops the one whose path or signature was spoiled, though the batch's
+ * signature was found good a moment before. */
+static void test_relay_checks_each_command_of_a_batch(void **state)
+{
+	struct world w;
+	world_start(&w);
+	SSL_CTX *ctx = agent_ctx("GOOD01");
+	struct client good;
+	connect_client(&w, &good, ctx, "GOOD01");
+	run_for(&w, &good.ready, 5);
+	hello(&good, "GOOD01");
+	run_for(&w, &good.welcomed, 5);
+	X509 *alice;
+	EVP_PKEY *alice_key;
+	load_identity(PKI_ROLE_OPERATOR, "alice", &alice, &alice_key);
+
+	char ids[5][33];
+	queue_batch(&w, alice, alice_key, "GOOD01", util_now_ms(), 5, 2, 3, ids);
+	expect_state(&w, ids[0], "delivered");
+	expect_state(&w, ids[1], "delivered");
+	expect_state(&w, ids[2], "rejected");
+	expect_state(&w, ids[3], "rejected");
+	expect_state(&w, ids[4], "delivered");
+	expect_logged("refused, not delivered: bad signature");
+	int64_t end = util_now_ms() + 10000;
+	while (good.commands < 3 && util_now_ms() < end)
+		uv_run(&w.loop, UV_RUN_ONCE);
+	assert_int_equal(good.commands, 3);
+	assert_string_equal(good.command_ids[0], ids[0]);
+	assert_string_equal(good.command_ids[1], ids[1]);
+	assert_string_equal(good.command_ids[2], ids[4]);
+
+	tls_conn_close(&good.conn, LOG_DEBUG, "done");
+	world_end(&w);
+	SSL_CTX_free(ctx);
+	X509_free(alice);
+	EVP_PKEY_free(alice_key);
+}
+
 /* Sessions that stopped reading because the store was behind read again
  * once it caught up, also when the last writes were the relay's (a wave's
  * "delivered" marks, which are no agent's records). */
@@ -776,6 +857,7 @@ int main(void)
 		cmocka_unit_test(test_bad_agents_cost_only_their_session),
 		cmocka_unit_test(test_storm_waits_its_turn_oldest_first),
 		cmocka_unit_test(test_relay_delivers_only_what_the_agent_would_accept),
+	    cmocka_unit_test(test_relay_checks_each_command_of_a_batch),
 		cmocka_unit_test(test_sessions_resume_after_a_relay_burst),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
