@@ -9,7 +9,10 @@
  *      (the signature bytes are then parsed and checked);
  *   2  an encoded CommandBody that alice signs, its times taken as offsets
  *      from now; a sealed password in an accepted body is opened with the
- *      agent's sealing key. */
+ *      agent's sealing key;
+ *   3  a count (1 to 16) and an encoded CommandBody: alice signs that many
+ *      copies as one batch, and each is verified in full and through a
+ *      memo, which must agree. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -118,6 +121,39 @@ static void verify(const Exfleet__Command *cmd)
 	}
 }
 
+#define BATCH_COPIES 16
+
+/* copies of b signed as one batch: the full check and the memo's agree on
+ * every one, and a refusal hands out no body. */
+static void verify_batch(const Exfleet__CommandBody *b, size_t copies)
+{
+	const Exfleet__CommandBody *list[BATCH_COPIES];
+	Exfleet__Command cmds[BATCH_COPIES];
+	char err[256];
+	for (size_t i = 0; i < copies; i++)
+		list[i] = b;
+	if (sign_commands(list, copies, alice_key, alice_cert, cmds, err, sizeof(err)) < 0)
+		return;
+	struct sign_memo memo = {0};
+	for (size_t i = 0; i < copies; i++) {
+		Exfleet__CommandBody *full = NULL, *memoed = NULL;
+		char op[SIGN_OPERATOR_MAX], full_reason[512] = "", memo_reason[512] = "";
+		int full_rc = sign_verify_command(verifier, &cmds[i], HOST, now_ms, SKEW_MS, &full,
+		                                  op, full_reason, sizeof(full_reason));
+		int memo_rc = sign_verify_command_memo(X509_get0_pubkey(alice_cert), &cmds[i], HOST,
+		                                       now_ms, SKEW_MS, &memo, &memoed, memo_reason,
+		                                       sizeof(memo_reason));
+		if (full_rc != memo_rc || strcmp(full_reason, memo_reason) != 0 ||
+		    (full_rc == 0) != (full != NULL) || (memo_rc == 0) != (memoed != NULL))
+			abort();
+		if (full)
+			open_password(full);
+		exfleet__command_body__free_unpacked(full, NULL);
+		exfleet__command_body__free_unpacked(memoed, NULL);
+		sign_command_free(&cmds[i]);
+	}
+}
+
 /* Offsets from now, wrapping rather than overflowing. */
 static int64_t from_now(int64_t offset)
 {
@@ -130,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 	if (size < 1)
 		return 0;
-	int mode = data[0] % 3;
+	int mode = data[0] % 4;
 	data++;
 	size--;
 
@@ -149,16 +185,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 
+	size_t copies = 1;
+	if (mode == 3) {
+		if (size < 1)
+			return 0;
+		copies = 1 + data[0] % BATCH_COPIES;
+		data++;
+		size--;
+	}
 	Exfleet__CommandBody *b = exfleet__command_body__unpack(NULL, size, data);
 	if (!b)
 		return 0;
 	b->issued_at_ms = from_now(b->issued_at_ms);
 	b->expires_at_ms = from_now(b->expires_at_ms);
-	Exfleet__Command cmd;
-	char err[256];
-	if (sign_command(b, alice_key, alice_cert, &cmd, err, sizeof(err)) == 0)
-		verify(&cmd);
-	sign_command_free(&cmd);
+	if (mode == 2) {
+		Exfleet__Command cmd;
+		char err[256];
+		if (sign_command(b, alice_key, alice_cert, &cmd, err, sizeof(err)) == 0)
+			verify(&cmd);
+		sign_command_free(&cmd);
+	} else {
+		verify_batch(b, copies);
+	}
 	exfleet__command_body__free_unpacked(b, NULL);
 	return 0;
 }
