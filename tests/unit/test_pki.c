@@ -62,6 +62,16 @@ static X509 *load_cert(const char *path)
 	return cert;
 }
 
+static EVP_PKEY *load_key(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	EVP_PKEY *key = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
+	fclose(fp);
+	assert_non_null(key);
+	return key;
+}
+
 static X509_CRL *load_crl(const char *dir)
 {
 	char path[4200];
@@ -215,11 +225,7 @@ static void check_roles(struct fixture *f, enum pki_algo algo)
 		assert_int_equal(file_mode(key), 0600);
 		snprintf(role_dir, sizeof(role_dir), "%s/%s", f->dir, pki_role_name(cases[i].role));
 		assert_int_equal(file_mode(role_dir), 0700);
-		FILE *fp = fopen(key, "r");
-		assert_non_null(fp);
-		EVP_PKEY *pkey = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-		fclose(fp);
-		assert_non_null(pkey);
+		EVP_PKEY *pkey = load_key(key);
 		assert_int_equal(X509_check_private_key(cert, pkey), 1);
 		/* Agents are Ed25519 whatever the CA is; the others follow it. */
 		enum pki_algo want = cases[i].role == PKI_ROLE_AGENT ? PKI_ALGO_ED25519 : algo;
@@ -649,12 +655,7 @@ static EVP_PKEY *issued_key(struct fixture *f, enum pki_role role, const char *n
 {
 	char crt[4200], key[4200];
 	assert_int_equal(pki_cert_path(f->dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
-	FILE *fp = fopen(key, "r");
-	assert_non_null(fp);
-	EVP_PKEY *pkey = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-	fclose(fp);
-	assert_non_null(pkey);
-	return pkey;
+	return load_key(key);
 }
 
 /* --algo overrides the role's default either way; an unknown algorithm is

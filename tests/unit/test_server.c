@@ -286,25 +286,28 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Connects c as host with ctx and runs the loop until it is welcomed. */
+static void welcome(struct world *w, struct client *c, SSL_CTX *ctx, const char *host)
+{
+	connect_client(w, c, ctx, host);
+	run_for(w, &c->ready, 5);
+	hello(c, host);
+	run_for(w, &c->welcomed, 5);
+}
+
 static void test_bad_agents_cost_only_their_session(void **state)
 {
 	struct world w;
 	world_start(&w);
 	SSL_CTX *good_ctx = agent_ctx("GOOD01");
 	struct client good;
-	connect_client(&w, &good, good_ctx, "GOOD01");
-	run_for(&w, &good.ready, 5);
-	hello(&good, "GOOD01");
-	run_for(&w, &good.welcomed, 5);
+	welcome(&w, &good, good_ctx, "GOOD01");
 	welcome_and_ack(&w, &good, 1);
 
 	/* 1. A frame larger than [agents] max_frame. */
 	SSL_CTX *ctx1 = agent_ctx("BAD01");
 	struct client bad;
-	connect_client(&w, &bad, ctx1, "BAD01");
-	run_for(&w, &bad.ready, 5);
-	hello(&bad, "BAD01");
-	run_for(&w, &bad.welcomed, 5);
+	welcome(&w, &bad, ctx1, "BAD01");
 	static uint8_t big[FRAME_HEADER + 8192];
 	memset(big + FRAME_HEADER, 0x0a, 8192);
 	assert_int_equal(tls_conn_send(&bad.conn, big, 8192), 0);
@@ -328,10 +331,7 @@ static void test_bad_agents_cost_only_their_session(void **state)
 
 	/* 3. Garbage in a well-formed frame after the handshake. */
 	SSL_CTX *ctx3 = agent_ctx("BAD03");
-	connect_client(&w, &bad, ctx3, "BAD03");
-	run_for(&w, &bad.ready, 5);
-	hello(&bad, "BAD03");
-	run_for(&w, &bad.welcomed, 5);
+	welcome(&w, &bad, ctx3, "BAD03");
 	uint8_t junk[FRAME_HEADER + 6] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f};
 	assert_int_equal(tls_conn_send(&bad.conn, junk, 6), 0);
 	run_for(&w, &bad.closed, 5);
@@ -391,10 +391,7 @@ static void test_bad_agents_cost_only_their_session(void **state)
 
 	/* 6. A second session for GOOD01 replaces the first. */
 	struct client again;
-	connect_client(&w, &again, good_ctx, "GOOD01");
-	run_for(&w, &again.ready, 5);
-	hello(&again, "GOOD01");
-	run_for(&w, &again.welcomed, 5);
+	welcome(&w, &again, good_ctx, "GOOD01");
 	run_for(&w, &good.closed, 5);
 	expect_logged("closed: replaced by a new session from 127.0.0.1:");
 	welcome_and_ack(&w, &again, 25);
@@ -630,10 +627,7 @@ static void test_relay_delivers_only_what_the_agent_would_accept(void **state)
 	world_start(&w);
 	SSL_CTX *ctx = agent_ctx("GOOD01");
 	struct client good;
-	connect_client(&w, &good, ctx, "GOOD01");
-	run_for(&w, &good.ready, 5);
-	hello(&good, "GOOD01");
-	run_for(&w, &good.welcomed, 5);
+	welcome(&w, &good, ctx, "GOOD01");
 
 	X509 *alice, *agent;
 	EVP_PKEY *alice_key, *agent_key;
@@ -732,10 +726,7 @@ static void test_relay_checks_each_command_of_a_batch(void **state)
 	world_start(&w);
 	SSL_CTX *ctx = agent_ctx("GOOD01");
 	struct client good;
-	connect_client(&w, &good, ctx, "GOOD01");
-	run_for(&w, &good.ready, 5);
-	hello(&good, "GOOD01");
-	run_for(&w, &good.welcomed, 5);
+	welcome(&w, &good, ctx, "GOOD01");
 	X509 *alice;
 	EVP_PKEY *alice_key;
 	load_identity(PKI_ROLE_OPERATOR, "alice", &alice, &alice_key);
@@ -774,10 +765,7 @@ static void test_sessions_resume_after_a_relay_burst(void **state)
 	w.cfg.store_queue_low = 2;
 	SSL_CTX *ctx = agent_ctx("FRESH01");
 	struct client good;
-	connect_client(&w, &good, ctx, "FRESH01");
-	run_for(&w, &good.ready, 5);
-	hello(&good, "FRESH01");
-	run_for(&w, &good.welcomed, 5);
+	welcome(&w, &good, ctx, "FRESH01");
 	welcome_and_ack(&w, &good, 1);
 
 	/* Four commands for FRESH01 in the store, which the relay will find
