@@ -308,6 +308,11 @@ static void round_trip_command(Exfleet__CommandBody *body)
 	cmd.signature.len = 32;
 	cmd.issuer_certificate.data = key32;
 	cmd.issuer_certificate.len = 16;
+	ProtobufCBinaryData path[2] = {{32, key32}, {32, key32}};
+	cmd.batch_size = 3;
+	cmd.batch_index = 2;
+	cmd.batch_path = path;
+	cmd.n_batch_path = 2;
 	Exfleet__CollectorMessage m = EXFLEET__COLLECTOR_MESSAGE__INIT;
 	m.msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG_COMMAND;
 	m.command = &cmd;
