@@ -284,6 +284,13 @@ int agent_main(int argc, char **argv)
 
 	/* Lines go to stderr unless a wrapper chose a file (the Windows service). */
 	log_set_level((enum log_level)cfg.log_level);
+	/* libuv's thread pool serves the agent only the collector's name
+	 * lookup, one at a time: one thread, not four idle stacks (unless the
+	 * environment says otherwise). */
+	char pool[16];
+	size_t pool_len = sizeof(pool);
+	if (uv_os_getenv("UV_THREADPOOL_SIZE", pool, &pool_len) == UV_ENOENT)
+		uv_os_setenv("UV_THREADPOOL_SIZE", "1");
 	uv_loop_t *loop = uv_default_loop();
 	struct agent a;
 	if (agent_open(&a, loop, &cfg, tls, err, sizeof(err)) < 0) {

@@ -34,6 +34,10 @@ wait_state() {
 
 start a1 "$BIN/exfleet-agent" --config "$F/agents/$H1.ini"
 wait_sql "$F/collector.db" "SELECT status FROM hosts WHERE host_id = '$H1'" HEALTHY
+# Connected, the agent runs its loop and one pool thread (it resolved the
+# collector's name there), not libuv's default four.
+threads=$(awk '/^Threads:/ { print $2 }' "/proc/$PID_a1/status")
+[ "$threads" = 2 ] || fail "agent runs $threads threads, not 2"
 
 # Online: delivered at once, the restart succeeds (dependents come along).
 id=$(queue "$H1" restart MSExchangeIS)
