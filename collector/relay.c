@@ -109,7 +109,8 @@ static int check_command(struct relay *r, struct relay_command *c, int64_t now_m
 	EVP_PKEY *key = known ? signer_find(r, digest, now_ms) : NULL;
 	int rc;
 	if (key) {
-		/* The rest of what sign_verify_command checks, per command. The
+		/* The rest of what sign_verify_command checks, per command,
+		 * but a batch's signature only once per chunk (the memo). The
 		 * agent checks all of it again. */
 		Exfleet__CommandBody *body = NULL;
 		rc = sign_verify_command_memo(key, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS, memo,
