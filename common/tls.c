@@ -7,6 +7,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -275,6 +276,151 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
 	return rc;
 }
 
+/* --- the CRL in force ------------------------------------------------------- */
+
+/* A context's CRL, handed to OpenSSL at each verification by the store's
+ * CRL lookup and swapped whole by tls_ctx_reload_crl: a handshake in flight
+ * on the thread pool keeps the reference it took. */
+struct crl_holder {
+	uv_mutex_t lock;
+	X509_CRL *crl;
+};
+
+static int crl_index = -1;
+static uv_once_t crl_index_once = UV_ONCE_INIT;
+
+static void crl_holder_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			    void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	struct crl_holder *h = ptr;
+	if (!h)
+		return;
+	X509_CRL_free(h->crl);
+	uv_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static void crl_index_new(void)
+{
+	crl_index = X509_STORE_get_ex_new_index(0, NULL, NULL, NULL, crl_holder_free);
+}
+
+static struct crl_holder *crl_holder_of(SSL_CTX *ctx)
+{
+	uv_once(&crl_index_once, crl_index_new);
+	return crl_index < 0 ? NULL : X509_STORE_get_ex_data(SSL_CTX_get_cert_store(ctx), crl_index);
+}
+
+/* The CRL in force, referenced (NULL: none). */
+static X509_CRL *crl_get1(struct crl_holder *h)
+{
+	uv_mutex_lock(&h->lock);
+	X509_CRL *crl = h->crl;
+	if (crl && X509_CRL_up_ref(crl) != 1)
+		crl = NULL;
+	uv_mutex_unlock(&h->lock);
+	return crl;
+}
+
+static STACK_OF(X509_CRL) *lookup_crls(const X509_STORE_CTX *sctx, const X509_NAME *issuer)
+{
+	X509_STORE *store = X509_STORE_CTX_get0_store(sctx);
+	struct crl_holder *h = crl_index < 0 ? NULL : X509_STORE_get_ex_data(store, crl_index);
+	STACK_OF(X509_CRL) *out = sk_X509_CRL_new_null();
+	X509_CRL *crl = h && out ? crl_get1(h) : NULL;
+	if (crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), issuer) == 0 && sk_X509_CRL_push(out, crl))
+		crl = NULL;
+	X509_CRL_free(crl);
+	return out;
+}
+
+/* Reads a CRL that one of store's CA certificates signed. */
+static X509_CRL *crl_read(X509_STORE *store, const char *path, char *err, size_t errlen)
+{
+	char why[256];
+	BIO *bio = BIO_new_file(path, "r");
+	X509_CRL *crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	if (!crl) {
+		ssl_error_text(why, sizeof(why));
+		snprintf(err, errlen, "%s: cannot load CRL: %s", path, why);
+		return NULL;
+	}
+	int signed_by_ca = 0;
+	X509_STORE_lock(store);
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+	for (int i = 0; !signed_by_ca && i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		signed_by_ca = ca &&
+			       X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+			       X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1;
+	}
+	X509_STORE_unlock(store);
+	ERR_clear_error();
+	if (!signed_by_ca) {
+		snprintf(err, errlen, "%s: CRL not signed by the trusted CA", path);
+		X509_CRL_free(crl);
+		return NULL;
+	}
+	return crl;
+}
+
+/* Puts path's CRL in force for ctx's verifications from now on. */
+static int crl_install(SSL_CTX *ctx, const char *path, size_t *revoked, char *err, size_t errlen)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_CRL *crl = crl_read(store, path, err, errlen);
+	if (!crl)
+		return -1;
+	struct crl_holder *h = crl_holder_of(ctx);
+	if (!h) {
+		h = calloc(1, sizeof(*h));
+		if (!h || uv_mutex_init(&h->lock) != 0 || crl_index < 0 ||
+		    !X509_STORE_set_ex_data(store, crl_index, h)) {
+			free(h);
+			X509_CRL_free(crl);
+			snprintf(err, errlen, "%s: out of memory", path);
+			return -1;
+		}
+		X509_STORE_set_lookup_crls(store, lookup_crls);
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	}
+	if (revoked) {
+		STACK_OF(X509_REVOKED) *list = X509_CRL_get_REVOKED(crl);
+		*revoked = list ? (size_t)sk_X509_REVOKED_num(list) : 0;
+	}
+	uv_mutex_lock(&h->lock);
+	X509_CRL *old = h->crl;
+	h->crl = crl;
+	uv_mutex_unlock(&h->lock);
+	X509_CRL_free(old);
+	return 0;
+}
+
+int tls_ctx_reload_crl(SSL_CTX *ctx, const char *crl_file, size_t *revoked, char *err,
+		       size_t errlen)
+{
+	ERR_clear_error();
+	if (!crl_holder_of(ctx)) {
+		snprintf(err, errlen, "no CRL was configured to reload");
+		return -1;
+	}
+	return crl_install(ctx, crl_file, revoked, err, errlen);
+}
+
+int tls_ctx_revoked(SSL_CTX *ctx, X509 *cert)
+{
+	struct crl_holder *h = crl_holder_of(ctx);
+	X509_CRL *crl = h && cert ? crl_get1(h) : NULL;
+	X509_REVOKED *rev = NULL;
+	int revoked = crl &&
+		      X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0 &&
+		      X509_CRL_get0_by_cert(crl, &rev, cert) == 1;
+	X509_CRL_free(crl);
+	return revoked;
+}
+
 /* A resumed session skips certificate verification, so what can have
  * changed since its ticket was sealed is checked here: the certificate's
  * validity, its CA's, and the CRL (revoked, or itself expired). The ticket
@@ -290,24 +436,22 @@ static int session_still_valid(SSL_CTX *ctx, SSL_SESSION *sess)
 	int ok = 1, issuer_ok = 0;
 	X509_STORE_lock(store);
 	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
-	for (int i = 0; ok && i < sk_X509_OBJECT_num(objs); i++) {
-		X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
-		if (X509_OBJECT_get_type(o) == X509_LU_X509) {
-			X509 *ca = X509_OBJECT_get0_X509(o);
-			if (X509_check_issued(ca, cert) == X509_V_OK)
-				issuer_ok |= X509_cmp_current_time(X509_get0_notAfter(ca)) > 0;
-		} else if (X509_OBJECT_get_type(o) == X509_LU_CRL) {
-			X509_CRL *crl = X509_OBJECT_get0_X509_CRL(o);
-			X509_REVOKED *rev = NULL;
-			const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
-			if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0)
-				continue;
-			if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1 ||
-			    (next && X509_cmp_current_time(next) <= 0))
-				ok = 0;
-		}
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		if (ca && X509_check_issued(ca, cert) == X509_V_OK)
+			issuer_ok |= X509_cmp_current_time(X509_get0_notAfter(ca)) > 0;
 	}
 	X509_STORE_unlock(store);
+	struct crl_holder *h = crl_holder_of(ctx);
+	X509_CRL *crl = h ? crl_get1(h) : NULL;
+	if (crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0) {
+		X509_REVOKED *rev = NULL;
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+		if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1 ||
+		    (next && X509_cmp_current_time(next) <= 0))
+			ok = 0;
+	}
+	X509_CRL_free(crl);
 	ERR_clear_error();
 	return ok && issuer_ok;
 }
@@ -427,16 +571,9 @@ int tls_ctx_new(SSL_CTX **out, int server, const struct tls_config *cfg, char *e
 		snprintf(err, errlen, "%s: cannot load CA certificate: %s", cfg->ca_file, why);
 		goto fail;
 	}
-	if (cfg->crl_file && cfg->crl_file[0]) {
-		X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-		X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
-		if (!lookup || X509_load_crl_file(lookup, cfg->crl_file, X509_FILETYPE_PEM) <= 0) {
-			ssl_error_text(why, sizeof(why));
-			snprintf(err, errlen, "%s: cannot load CRL: %s", cfg->crl_file, why);
-			goto fail;
-		}
-		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
-	}
+	if (cfg->crl_file && cfg->crl_file[0] &&
+	    crl_install(ctx, cfg->crl_file, NULL, err, errlen) < 0)
+		goto fail;
 	if (server) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 		/* Tell clients which CA to pick a certificate for. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/pem.h>
 #include <openssl/err.h>
 
 #include "pki.h"
@@ -850,6 +851,85 @@ static void test_revoked_agent_cannot_resume(void **state)
 	client_side.session = NULL;
 }
 
+static X509 *agent_cert(const char *name)
+{
+	char crt[700];
+	snprintf(crt, sizeof(crt), "%s/agent/%s.crt", pki_dir, name);
+	FILE *fp = fopen(crt, "r");
+	assert_non_null(fp);
+	X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
+	fclose(fp);
+	assert_non_null(cert);
+	return cert;
+}
+
+/* One handshake of agent name with sctx (kept): whether the server took it,
+ * and if not, why. */
+static int handshake_with(SSL_CTX *sctx, const char *name, char *why, size_t whylen)
+{
+	struct world w;
+	assert_int_equal(SSL_CTX_up_ref(sctx), 1);
+	world_start(&w, sctx);
+	memset(&client_side, 0, sizeof(client_side));
+	SSL_CTX *actx = agent_ctx(name);
+	client_connect(&w, actx, "collector.test", &client_side, NULL);
+	while (!w.server[0].ready && !(w.server[0].closed && client_side.closed))
+		uv_run(&w.loop, UV_RUN_ONCE);
+	int ready = w.server[0].ready;
+	snprintf(why, whylen, "%s", w.server[0].reason);
+	world_end(&w);
+	SSL_CTX_free(actx);
+	return ready;
+}
+
+/* A CRL read again is in force for the next handshake; a bad file, or a
+ * CRL of another CA, changes nothing. */
+static void test_crl_reload(void **state)
+{
+	char err[512], crl[600], bad[600], why[256];
+	size_t revoked = 0;
+	snprintf(crl, sizeof(crl), "%s/crl.pem", pki_dir);
+	issue(pki_dir, PKI_ROLE_AGENT, "SOON01", 0);
+	SSL_CTX *sctx = collector_ctx();
+	X509 *soon = agent_cert("SOON01");
+	if (pki_revoke(pki_dir, "SOON01", NULL, NULL, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	/* Revoked in the file, not yet in force. */
+	assert_false(tls_ctx_revoked(sctx, soon));
+	assert_true(handshake_with(sctx, "SOON01", why, sizeof(why)));
+
+	snprintf(bad, sizeof(bad), "%s/garbage.pem", top_dir);
+	FILE *fp = fopen(bad, "w");
+	assert_non_null(fp);
+	fputs("-----BEGIN X509 CRL-----\nnot base64 at all\n-----END X509 CRL-----\n", fp);
+	fclose(fp);
+	assert_int_equal(tls_ctx_reload_crl(sctx, bad, &revoked, err, sizeof(err)), -1);
+	if (!strstr(err, "garbage.pem: cannot load CRL"))
+		fail_msg("%s", err);
+	snprintf(bad, sizeof(bad), "%s/crl.pem", other_dir);
+	assert_int_equal(tls_ctx_reload_crl(sctx, bad, &revoked, err, sizeof(err)), -1);
+	if (!strstr(err, "other/crl.pem: CRL not signed by the trusted CA"))
+		fail_msg("%s", err);
+	assert_false(tls_ctx_revoked(sctx, soon));
+	assert_true(handshake_with(sctx, "SOON01", why, sizeof(why)));
+
+	assert_int_equal(tls_ctx_reload_crl(sctx, crl, &revoked, err, sizeof(err)), 0);
+	assert_true(revoked >= 2); /* GONE01 and SOON01 at least */
+	assert_true(tls_ctx_revoked(sctx, soon));
+	assert_false(handshake_with(sctx, "SOON01", why, sizeof(why)));
+	if (!strstr(why, "certificate rejected: certificate revoked"))
+		fail_msg("refused with '%s'", why);
+	assert_true(handshake_with(sctx, "EXCH01", why, sizeof(why)));
+
+	/* Nothing to reload where no CRL was configured. */
+	SSL_CTX *actx = agent_ctx("EXCH01");
+	assert_int_equal(tls_ctx_reload_crl(actx, crl, NULL, err, sizeof(err)), -1);
+	assert_string_equal(err, "no CRL was configured to reload");
+	SSL_CTX_free(actx);
+	X509_free(soon);
+	SSL_CTX_free(sctx);
+}
+
 static void test_ticket_keys_rotate(void **state)
 {
 	/* A second's rotation: a ticket lives a second, its key opens tickets
@@ -982,6 +1062,7 @@ static void test_handshakes_on_the_thread_pool(void **state)
 	test_plaintext_and_http_clients_harm_no_one(state);
 	test_resumes_after_restart(state);
 	test_revoked_agent_cannot_resume(state);
+	test_crl_reload(state);
 	offload = 0;
 }
 
@@ -1027,6 +1108,7 @@ int main(void)
 		cmocka_unit_test(test_no_tickets_unless_enabled),
 		cmocka_unit_test(test_resumes_after_restart),
 		cmocka_unit_test(test_revoked_agent_cannot_resume),
+		cmocka_unit_test(test_crl_reload),
 		cmocka_unit_test(test_ticket_keys_rotate),
 		cmocka_unit_test(test_ticket_keys_must_be_private),
 		cmocka_unit_test(test_fresh_ticket_for_a_long_session),
