@@ -26,7 +26,7 @@ build: deps
 # Windows agent is built too: the wine test runs it. The modules that share
 # work between threads (TLS handshakes on the thread pool, the store's
 # writer, the relay's checks) are tested once more under ThreadSanitizer.
-TSAN_TESTS = test_tls test_store test_server
+TSAN_TESTS = test_tls test_store test_server test_sign
 test: build windows
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 		-DEXFLEET_SANITIZE=ON -DEXFLEET_FUZZ=ON \

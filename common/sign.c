@@ -23,6 +23,10 @@ static const char batch_context[] = SIGN_BATCH_CONTEXT;
 
 struct sign_verifier {
 	STACK_OF(X509) * cas;
+	/* store and crl are swapped whole by a reload, under lock, while
+	 * checks on other threads keep the store they referenced. */
+	uv_mutex_t lock;
+	int lock_made;
 	X509_CRL *crl; /* NULL: no CRL file */
 	X509_STORE *store;
 	char *ca_file;
@@ -505,6 +509,8 @@ void sign_verifier_free(struct sign_verifier *v)
 	sk_X509_pop_free(v->cas, X509_free);
 	free(v->ca_file);
 	free(v->crl_file);
+	if (v->lock_made)
+		uv_mutex_destroy(&v->lock);
 	free(v);
 }
 
@@ -519,6 +525,12 @@ struct sign_verifier *sign_verifier_new(const char *ca_file, const char *crl_fil
 		snprintf(err, errlen, "%s: out of memory", ca_file);
 		return NULL;
 	}
+	if (uv_mutex_init(&v->lock) != 0) {
+		snprintf(err, errlen, "%s: cannot make a lock", ca_file);
+		free(v);
+		return NULL;
+	}
+	v->lock_made = 1;
 	v->ca_file = strdup(ca_file);
 	v->crl_file = crl_file && crl_file[0] ? strdup(crl_file) : NULL;
 	if (!v->ca_file || (crl_file && crl_file[0] && !v->crl_file)) {
@@ -556,10 +568,14 @@ int sign_verifier_reload_crl(struct sign_verifier *v, char *err, size_t errlen)
 		X509_CRL_free(crl);
 		return ssl_fail(err, errlen, v->crl_file);
 	}
-	X509_STORE_free(v->store);
-	X509_CRL_free(v->crl);
+	uv_mutex_lock(&v->lock);
+	X509_STORE *old_store = v->store;
+	X509_CRL *old_crl = v->crl;
 	v->store = store;
 	v->crl = crl;
+	uv_mutex_unlock(&v->lock);
+	X509_STORE_free(old_store); /* a check still holding it keeps it */
+	X509_CRL_free(old_crl);
 	return 0;
 }
 
@@ -661,8 +677,12 @@ int sign_verifier_check_cert(struct sign_verifier *v, X509 *cert, enum pki_role 
 		snprintf(reason, reasonlen, "unknown role %d", (int)role);
 		return UV_EINVAL;
 	}
+	uv_mutex_lock(&v->lock);
+	X509_STORE *store = X509_STORE_up_ref(v->store) == 1 ? v->store : NULL;
+	int with_crl = v->crl != NULL;
+	uv_mutex_unlock(&v->lock);
 	ctx = X509_STORE_CTX_new();
-	if (!ctx || !X509_STORE_CTX_init(ctx, v->store, cert, NULL)) {
+	if (!store || !ctx || !X509_STORE_CTX_init(ctx, store, cert, NULL)) {
 		snprintf(reason, reasonlen, "verifying a certificate: out of memory");
 		rc = UV_ENOMEM;
 		goto out;
@@ -671,7 +691,7 @@ int sign_verifier_check_cert(struct sign_verifier *v, X509 *cert, enum pki_role 
 	 * serverAuth certificate fails here. */
 	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
 	X509_STORE_CTX_set_time(ctx, 0, (time_t)(now_ms / 1000));
-	if (v->crl)
+	if (with_crl)
 		X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK);
 	if (X509_verify_cert(ctx) != 1) {
 		chain_reason(ctx, role_name, reason, reasonlen);
@@ -693,6 +713,7 @@ int sign_verifier_check_cert(struct sign_verifier *v, X509 *cert, enum pki_role 
 	rc = 0;
 out:
 	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(store);
 	ERR_clear_error();
 	return rc;
 }

@@ -434,6 +434,56 @@ static void test_crl_reload(void **state)
 	sign_verifier_free(v);
 }
 
+struct checker {
+	struct sign_verifier *v;
+	const Exfleet__Command *cmd;
+	int64_t now;
+	int refused;
+};
+
+static void checker_main(void *arg)
+{
+	struct checker *c = arg;
+	for (int i = 0; i < 200; i++) {
+		Exfleet__CommandBody *body = NULL;
+		char op[SIGN_OPERATOR_MAX], reason[256];
+		if (sign_verify_command(c->v, c->cmd, "EXCH01", c->now, SKEW_MS, &body, op, reason,
+		                        sizeof(reason)) < 0)
+			c->refused++;
+		exfleet__command_body__free_unpacked(body, NULL);
+	}
+}
+
+/* A reload while other threads check commands (the relay's thread pool):
+ * every check sees one whole CRL, before or after. */
+static void test_crl_reload_while_checking(void **state)
+{
+	const char *dir = fx->d[0].dir;
+	char ca[1300], crl[1300];
+	int64_t now = util_now_ms();
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(crl, sizeof(crl), "%s/crl.pem", dir);
+	struct sign_verifier *v = sign_verifier_new(ca, crl, fx->err, sizeof(fx->err));
+	assert_non_null(v);
+	struct body s;
+	Exfleet__Command cmd;
+	body_init(&s, ID, "EXCH01", now, now + HOUR_MS);
+	sign_as(dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
+
+	struct checker c[2] = {{v, &cmd, now, 0}, {v, &cmd, now, 0}};
+	uv_thread_t t[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(uv_thread_create(&t[i], checker_main, &c[i]), 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(sign_verifier_reload_crl(v, fx->err, sizeof(fx->err)), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(uv_thread_join(&t[i]), 0);
+		assert_int_equal(c[i].refused, 0);
+	}
+	sign_command_free(&cmd);
+	sign_verifier_free(v);
+}
+
 static void test_expired_signer(void **state)
 {
 	int64_t now = util_now_ms();
@@ -1273,6 +1323,7 @@ int main(void)
 	    cmocka_unit_test(test_accepted),        cmocka_unit_test(test_forged_signature),
 	    cmocka_unit_test(test_body_tampered),   cmocka_unit_test(test_viewer_signer),
 	    cmocka_unit_test(test_revoked_signer),  cmocka_unit_test(test_crl_reload),
+	    cmocka_unit_test(test_crl_reload_while_checking),
 	    cmocka_unit_test(test_expired_signer),  cmocka_unit_test(test_expired_crl),
 	    cmocka_unit_test(test_other_ca),        cmocka_unit_test(test_other_host),
 	    cmocka_unit_test(test_expired_command), cmocka_unit_test(test_future_command),
