@@ -1124,6 +1124,11 @@ fail:
 	return rc;
 }
 
+int api_reload_crl(struct api *a, const char *crl_file, char *err, size_t errlen)
+{
+	return tls_ctx_reload_crl(a->tls, crl_file, NULL, err, errlen);
+}
+
 void api_stop(struct api *a, void (*done)(void *arg), void *arg)
 {
 	a->stopping = 1;

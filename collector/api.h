@@ -103,6 +103,10 @@ int api_start(struct api **out, uv_loop_t *loop, const struct api_config *cfg, c
 const char *api_address(const struct api *a);
 int api_port(const struct api *a);
 
+/* Reads the CRL again (crl_file, as [tls] crl names it): in force for the
+ * API's next connections. 0, or -1 with err, the CRL before staying in force. */
+int api_reload_crl(struct api *a, const char *crl_file, char *err, size_t errlen);
+
 /* Stops listening, ends every connection (a response being written is
  * cut short), releases everything, then calls done (may be NULL) on the
  * loop. The loop must run for that to happen. */

@@ -116,6 +116,13 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct collector_con
 		 SSL_CTX *tls, struct store *store, char *err, size_t errlen);
 /* The store's committed callback: acknowledges what is now durable. */
 void server_committed(struct store_write *w, void *arg);
+/* Reads [tls] crl again: in force for the next handshake and for the relay's
+ * checks, and the sessions of agents it revokes are closed (*closed of
+ * them). *revoked: how many certificates it lists. A file that cannot be
+ * read, or that the CA did not sign, changes nothing for agents: -1 with
+ * err. */
+int server_reload_crl(struct server *srv, size_t *revoked, unsigned *closed, char *err,
+		      size_t errlen);
 /* Closes the listener and every session; stopped_cb once all are closed. */
 void server_stop(struct server *srv, void (*stopped_cb)(struct server *srv));
 

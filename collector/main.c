@@ -25,9 +25,12 @@ static const char usage[] =
 	"  --config-reference   print every configuration key with its default\n"
 	"  --version            print the version\n"
 	"\n"
+	"Signals: SIGTERM or SIGINT stops it cleanly; SIGHUP reads [tls] crl again\n"
+	"(after a revocation or exfleetctl pki crl) and closes revoked agents' sessions.\n"
+	"\n"
 	"Exit status: 0 on a clean stop, 1 on a configuration or start-up error, 2 on usage.\n";
 
-static uv_signal_t sigint, sigterm;
+static uv_signal_t sigint, sigterm, sighup;
 static struct store *store;
 static struct api *api;
 static int running; /* parts still stopping: the agent server, the API */
@@ -40,6 +43,7 @@ static void part_stopped(void)
 		return;
 	uv_close((uv_handle_t *)&sigint, NULL);
 	uv_close((uv_handle_t *)&sigterm, NULL);
+	uv_close((uv_handle_t *)&sighup, NULL);
 	store_close(store, NULL, NULL);
 }
 
@@ -59,9 +63,40 @@ static void signal_cb(uv_signal_t *sig, int signum)
 	if (stopping++)
 		return;
 	log_info("signal %d: stopping", signum);
+	uv_signal_stop(&sighup);
 	server_stop(sig->data, stopped_cb);
 	if (api)
 		api_stop(api, api_stopped_cb, NULL);
+}
+
+static struct sign_verifier *verifier;
+
+/* SIGHUP: [tls] crl read again, for agents, the relay, the API and its
+ * check of submitted commands. Each part that cannot read it keeps the CRL
+ * it had, and says so. */
+static void reload_cb(uv_signal_t *sig, int signum)
+{
+	(void)signum;
+	struct server *srv = sig->data;
+	const char *crl = srv->cfg->crl_file;
+	char err[512];
+	size_t revoked = 0;
+	unsigned closed = 0;
+	if (!crl || !crl[0]) {
+		log_info("SIGHUP: no [tls] crl is configured: nothing to read again");
+		return;
+	}
+	if (server_reload_crl(srv, &revoked, &closed, err, sizeof(err)) < 0) {
+		log_err("SIGHUP: [tls] crl: %s; the CRL read before stays in force", err);
+		return;
+	}
+	log_info("SIGHUP: CRL %s read again: %zu certificate%s revoked; %u agent session%s "
+		 "closed",
+		 crl, revoked, revoked == 1 ? "" : "s", closed, closed == 1 ? "" : "s");
+	if (api && api_reload_crl(api, crl, err, sizeof(err)) < 0)
+		log_err("SIGHUP: [api] %s; the API keeps the CRL read before", err);
+	if (verifier && sign_verifier_reload_crl(verifier, err, sizeof(err)) < 0)
+		log_err("SIGHUP: [api] command check: %s; it keeps the CRL read before", err);
 }
 
 static void api_stats_cb(struct api_stats *out, void *arg)
@@ -80,8 +115,6 @@ static void api_stats_cb(struct api_stats *out, void *arg)
 	out->shed = srv->shed;
 	out->emfile = srv->emfile;
 }
-
-static struct sign_verifier *verifier;
 
 /* An operator's command from the API: its signature checked as the agent
  * will check it (defence in depth: a command the agent would refuse is not
@@ -260,9 +293,11 @@ int main(int argc, char **argv)
 	}
 	uv_signal_init(loop, &sigint);
 	uv_signal_init(loop, &sigterm);
-	sigint.data = sigterm.data = &srv;
+	uv_signal_init(loop, &sighup);
+	sigint.data = sigterm.data = sighup.data = &srv;
 	uv_signal_start(&sigint, signal_cb, SIGINT);
 	uv_signal_start(&sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&sighup, reload_cb, SIGHUP);
 	running = 1;
 	if (cfg.api_listen && start_api(loop, &cfg, &srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: [api] %s\n", path, err);

@@ -66,8 +66,19 @@ static EVP_PKEY *signer_find(struct relay *r, const unsigned char digest[32], in
 	return key;
 }
 
+/* Which CRL the trusted signers were checked against: a reload moves it on. */
+static uint64_t signers_generation(struct relay *r)
+{
+	uv_mutex_lock(&r->signers_lock);
+	uint64_t gen = r->signers_gen;
+	uv_mutex_unlock(&r->signers_lock);
+	return gen;
+}
+
+/* Trusts the signer checked against CRL generation gen, unless the CRL was
+ * read again since: its check then counts for this command only. */
 static void signer_keep(struct relay *r, const Exfleet__Command *cmd, const unsigned char digest[32],
-			int64_t now_ms)
+			int64_t now_ms, uint64_t gen)
 {
 	const unsigned char *p = cmd->issuer_certificate.data;
 	X509 *cert = d2i_X509(NULL, &p, (long)cmd->issuer_certificate.len);
@@ -77,6 +88,11 @@ static void signer_keep(struct relay *r, const Exfleet__Command *cmd, const unsi
 	if (!key)
 		return;
 	uv_mutex_lock(&r->signers_lock);
+	if (gen != r->signers_gen) {
+		uv_mutex_unlock(&r->signers_lock);
+		EVP_PKEY_free(key);
+		return;
+	}
 	struct relay_signer *slot = &r->signers[0];
 	for (int i = 0; i < RELAY_SIGNERS; i++) {
 		if (!r->signers[i].key || memcmp(r->signers[i].digest, digest, 32) == 0) {
@@ -122,12 +138,13 @@ static int check_command(struct relay *r, struct relay_command *c, int64_t now_m
 	} else {
 		Exfleet__CommandBody *body = NULL;
 		char signer[SIGN_OPERATOR_MAX] = "";
+		uint64_t gen = signers_generation(r);
 		rc = sign_verify_command(r->verifier, c->cmd, c->host_id, now_ms, RELAY_SKEW_MS,
 					 &body, signer, c->reason, sizeof(c->reason));
 		if (body)
 			exfleet__command_body__free_unpacked(body, NULL);
 		if (rc == 0 && known)
-			signer_keep(r, c->cmd, digest, now_ms);
+			signer_keep(r, c->cmd, digest, now_ms, gen);
 		(*full)++;
 	}
 	return rc == 0 ? 1 : rc;
@@ -452,6 +469,23 @@ void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct sto
 	uv_timer_init(loop, &r->timer);
 	r->timer.data = r;
 	uv_timer_start(&r->timer, timer_cb, 0, POLL_MS);
+}
+
+int relay_reload_crl(struct relay *r, char *err, size_t errlen)
+{
+	if (!r->verifier)
+		return 0;
+	int rc = sign_verifier_reload_crl(r->verifier, err, errlen);
+	if (rc < 0)
+		return rc;
+	uv_mutex_lock(&r->signers_lock);
+	r->signers_gen++;
+	for (int i = 0; i < RELAY_SIGNERS; i++) {
+		EVP_PKEY_free(r->signers[i].key);
+		r->signers[i].key = NULL;
+	}
+	uv_mutex_unlock(&r->signers_lock);
+	return 0;
 }
 
 void relay_close(struct relay *r)

@@ -66,6 +66,7 @@ struct relay {
 	struct sign_verifier *verifier; /* NULL: delivered unchecked; freed by relay_close */
 	uv_mutex_t signers_lock;
 	struct relay_signer signers[RELAY_SIGNERS];
+	uint64_t signers_gen;    /* CRL reloads so far: signers older are forgotten */
 	uint64_t delivered, expired, rejected, fast_checks, full_checks;
 	/* Delivered since the last store write that marks them so: one write
 	 * for a dispatch's deliveries. */
@@ -78,6 +79,10 @@ void relay_init(struct relay *r, uv_loop_t *loop, struct server *srv, struct sto
 void relay_poll(struct relay *r);
 /* host_id was just welcomed: its queued commands go out now. */
 void relay_host_ready(struct relay *r, const char *host_id);
+/* Reads the verifier's CRL again and forgets the signers it trusted, so
+ * that a revoked operator's next command is checked in full. A CRL that
+ * cannot be read changes nothing: 0, or negative with err. */
+int relay_reload_crl(struct relay *r, char *err, size_t errlen);
 /* Stops; commands still being checked are freed when their check ends,
  * and the verifier with the last of them. */
 void relay_close(struct relay *r);

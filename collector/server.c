@@ -171,6 +171,12 @@ static void conn_ready_cb(struct tls_conn *c)
 			       pki_role_name((enum pki_role)c->peer_role));
 		return;
 	}
+	/* Checked on the thread pool, maybe against the CRL before a reload
+	 * that came while the step ran. */
+	if (tls_ctx_revoked(a->server->tls, SSL_get0_peer_certificate(c->ssl))) {
+		tls_conn_close(c, LOG_WARN, "refused: certificate revoked");
+		return;
+	}
 	if (a->server->readers_paused)
 		tls_conn_pause(c, TLS_PAUSE_OWNER);
 }
@@ -458,6 +464,31 @@ static void sweep_cb(uv_timer_t *t)
 		log_msg(LOG_DEBUG, NULL, "heap trimmed after a burst of handshakes in %lld ms",
 			(long long)(util_now_ms() - t0));
 	}
+}
+
+int server_reload_crl(struct server *srv, size_t *revoked, unsigned *closed, char *err,
+		      size_t errlen)
+{
+	*closed = 0;
+	if (tls_ctx_reload_crl(srv->tls, srv->cfg->crl_file, revoked, err, errlen) < 0)
+		return -1;
+	char why[512];
+	if (relay_reload_crl(&srv->relay, why, sizeof(why)) < 0) {
+		/* The agents' CRL is in force; the relay keeps its own until it
+		 * can read the file, and the agents check commands themselves. */
+		snprintf(err, errlen, "the relay's check: %s", why);
+		return -1;
+	}
+	for (struct agent_conn *a = srv->conns, *next; a; a = next) {
+		next = a->next;
+		if ((a->state == AGENT_HELLO || a->state == AGENT_READY) &&
+		    a->conn.state != TLS_CLOSING &&
+		    tls_ctx_revoked(srv->tls, SSL_get0_peer_certificate(a->conn.ssl))) {
+			tls_conn_close(&a->conn, LOG_WARN, "certificate revoked: session closed");
+			(*closed)++;
+		}
+	}
+	return 0;
 }
 
 int server_start(struct server *srv, uv_loop_t *loop, const struct collector_config *cfg,

@@ -1,0 +1,45 @@
+#!/bin/sh
+# Revocation without a restart: SIGHUP makes the collector read [tls] crl
+# again. A damaged file changes nothing; after a revocation the agent's
+# session is closed and its next connection refused, the other agent stays,
+# and the API refuses the revoked operator's next connection.
+. "$(dirname "$0")/lib.sh"
+
+F=$WORK/fleet
+"$BIN/exfleet-sim" create "$F" --hosts 2 --waves 1 --seed 13 --local-account-share 0 \
+	--collector 127.0.0.1:9 --collector-name localhost >"$WORK/create.log"
+set -- $(cd "$F/hosts" && ls | sed 's/\.json$//')
+H1=$1 H2=$2
+: >"$WORK/collector.log"
+run_collector "$F/collector.ini"
+for h in $H1 $H2; do
+	sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = 100ms\nreconnect_max = 500ms/" \
+		"$F/agents/$h.ini"
+	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
+done
+wait_log "$WORK/collector.log" "welcomed" 2
+use_operator "$F/pki" rex
+ctl hosts >/dev/null || fail "rex cannot read the hosts"
+
+# A damaged CRL: refused with the file named, the one before stays.
+cp "$F/pki/crl.pem" "$WORK/crl.good"
+echo "not a CRL" >"$F/pki/crl.pem"
+kill -HUP "$PID_collector"
+wait_log "$WORK/collector.log" "SIGHUP: \[tls\] crl: .*crl.pem: cannot load CRL.*stays in force"
+cp "$WORK/crl.good" "$F/pki/crl.pem"
+
+# H1 and rex revoked: in force at SIGHUP, no restart.
+"$BIN/exfleetctl" pki revoke "$H1" --dir "$F/pki" >/dev/null
+"$BIN/exfleetctl" pki revoke rex --dir "$F/pki" >/dev/null
+kill -HUP "$PID_collector"
+wait_log "$WORK/collector.log" "SIGHUP: CRL .* read again: 2 certificates revoked; 1 agent session closed"
+wait_log "$WORK/collector.log" "\[$H1 .*closed: certificate revoked: session closed"
+# It comes back, with its ticket or without: refused each time.
+wait_log "$WORK/collector.log" "certificate rejected: certificate revoked" 2
+grep -q "\[$H2 .*closed" "$WORK/collector.log" && fail "$H2 lost its session"
+kill -0 "$PID_collector" || fail "the collector stopped"
+expect_exit 3 ctl hosts
+use_operator "$F/pki" admin
+ctl hosts --json | jq -e --arg h "$H2" 'map(select(.host_id == $h)) | length == 1' >/dev/null ||
+	fail "admin cannot read the hosts after the reload"
+echo "crl: ok"
