@@ -40,7 +40,8 @@ static const struct config_key agent_keys[] = {
 	K("tls", "key", CONFIG_PATH, key_file, CONFIG_REQUIRED | CONFIG_PRIVATE_KEY, NULL, 0, 0,
 	  "this agent's private key (PEM, mode 0600)"),
 	K("tls", "crl", CONFIG_PATH, crl_file, CONFIG_MUST_EXIST, NULL, 0, 0,
-	  "optional CRL (PEM)"),
+	  "optional CRL (PEM), for operators' and the collector's certificates; read again "
+	  "when it changes"),
 	K("tls", "allow_tls12", CONFIG_BOOL, allow_tls12, 0, "false", 0, 0,
 	  "accept TLS 1.2 as well as 1.3 (only for peers that cannot do 1.3)"),
 	K("tls", "resumption", CONFIG_BOOL, resumption, 0, "true", 0, 0,

@@ -45,6 +45,7 @@
 #include "agent.h"
 #include "collect.h"
 #include "seal.h"
+#include "util.h"
 
 #define COMMAND_ID_MAX 64
 #define COMMAND_QUEUE_MAX 32
@@ -68,6 +69,7 @@ struct commands {
 	size_t nqueued;
 	struct restart_plan *running;
 	struct sign_verifier *verifier; /* operators' signatures, against our CA */
+	struct util_file_stamp crl_stamp; /* the [tls] crl the verifier read */
 	uv_timer_t timer;            /* polls service state while restarting */
 	void (*result_cb)(void *arg); /* a result was spooled */
 	void *arg;

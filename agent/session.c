@@ -393,6 +393,23 @@ static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
 					     .drained_cb = conn_drained_cb,
 					     .session_cb = conn_session_cb};
 
+/* A collector certificate revoked since the last connection is refused
+ * from the next one on: the CRL file is looked at before each connection,
+ * and read again when it changed. */
+static void crl_refresh(struct agent_session *s)
+{
+	const char *crl = s->cfg->crl_file;
+	char err[512];
+	if (!crl || !crl[0] || util_file_changed(crl, &s->crl_stamp) <= 0)
+		return;
+	if (tls_ctx_reload_crl(s->tls, crl, NULL, err, sizeof(err)) < 0)
+		log_err("[tls] crl: %s; the collector's certificate is checked against the CRL "
+			"read before",
+			err);
+	else
+		log_info("[tls] crl %s read again for the collector's certificate", crl);
+}
+
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
 	struct agent_session *s = req->data;
@@ -409,6 +426,7 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		session_backoff(s);
 		return;
 	}
+	crl_refresh(s);
 	set_state(s, SESSION_CONNECTING);
 	struct tls_limits limits;
 	tls_limits_default(&limits);
@@ -466,6 +484,8 @@ int session_init(struct agent_session *s, uv_loop_t *loop, const struct agent_co
 	s->commands = commands;
 	s->platform = platform;
 	s->heartbeat_ms = cfg->heartbeat_ms;
+	if (cfg->crl_file && cfg->crl_file[0])
+		util_file_changed(cfg->crl_file, &s->crl_stamp); /* as tls read it */
 	uint64_t seed = (uint64_t)util_now_ms() ^ ((uint64_t)uv_os_getpid() << 32);
 	for (const char *p = cfg->host_id; *p; p++)
 		seed = seed * 131 + (uint8_t)*p;

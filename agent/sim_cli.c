@@ -405,7 +405,8 @@ static int write_agent_ini(const struct create_opts *o, const char *host, const 
 	snprintf(text, sizeof(text),
 		 "[agent]\nhost_id = %s\nsite = %s\nwave = %u\n\n"
 		 "[collector]\naddress = %s\nname = %s\n\n"
-		 "[tls]\nca = ../pki/ca.crt\ncert = ../pki/agent/%s.crt\nkey = ../pki/agent/%s.key\n\n"
+		 "[tls]\nca = ../pki/ca.crt\ncert = ../pki/agent/%s.crt\nkey = ../pki/agent/%s.key\n"
+		 "crl = ../pki/crl.pem\n\n"
 		 "[probe]\nbackend = sim\nhost_file = ../hosts/%s.json\n\n"
 		 "[spool]\ndir = ../spool/%s\n",
 		 host, site, wave, o->collector, o->collector_name, host, host, host, host);

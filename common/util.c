@@ -154,6 +154,23 @@ int util_write_file_atomic(const char *path, const void *data, size_t len, int m
 	return 0;
 }
 
+int util_file_changed(const char *path, struct util_file_stamp *stamp)
+{
+	uv_fs_t req;
+	int rc = uv_fs_stat(NULL, &req, path, NULL);
+	if (rc < 0) {
+		uv_fs_req_cleanup(&req);
+		return rc;
+	}
+	struct util_file_stamp now = {req.statbuf.st_size, req.statbuf.st_ino,
+				      req.statbuf.st_mtim.tv_sec, req.statbuf.st_mtim.tv_nsec};
+	uv_fs_req_cleanup(&req);
+	if (memcmp(&now, stamp, sizeof(now)) == 0)
+		return 0;
+	*stamp = now;
+	return 1;
+}
+
 int util_check_private_file(const char *path, char *err, size_t errlen)
 {
 	uv_fs_t req;

@@ -25,6 +25,16 @@ int util_write_file_atomic(const char *path, const void *data, size_t len, int m
  * file and the fix. Returns 0 when the file is private. */
 int util_check_private_file(const char *path, char *err, size_t errlen);
 
+/* What tells a file's versions apart when it is replaced in place or by a
+ * rename: its size, modification time and inode. Zero it for "not seen". */
+struct util_file_stamp {
+	uint64_t size, inode;
+	int64_t mtime_sec, mtime_nsec;
+};
+/* 1 when path's stamp is no longer *stamp (which then becomes path's), 0
+ * when it is the same, negative when path cannot be read. */
+int util_file_changed(const char *path, struct util_file_stamp *stamp);
+
 /* Creates a directory and its parents; mode for the ones it creates. */
 int util_mkdir_p(const char *path, int mode, char *err, size_t errlen);
 

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Revocation without a restart: SIGHUP makes the collector read [tls] crl
-# again. A damaged file changes nothing; after a revocation the agent's
-# session is closed and its next connection refused, the other agent stays,
-# and the API refuses the revoked operator's next connection.
+# Revocation without a restart. An agent looks at its CRL before each
+# command: a revoked operator's command is refused at once. SIGHUP makes the
+# collector read [tls] crl again: a damaged file changes nothing; after a
+# revocation the agent's session is closed and its next connection refused,
+# the other agent stays, and the API refuses the revoked operator.
 . "$(dirname "$0")/lib.sh"
 
 F=$WORK/fleet
@@ -28,9 +29,16 @@ kill -HUP "$PID_collector"
 wait_log "$WORK/collector.log" "SIGHUP: \[tls\] crl: .*crl.pem: cannot load CRL.*stays in force"
 cp "$WORK/crl.good" "$F/pki/crl.pem"
 
-# H1 and rex revoked: in force at SIGHUP, no restart.
-"$BIN/exfleetctl" pki revoke "$H1" --dir "$F/pki" >/dev/null
+# rex revoked, the collector not told yet: it takes rex's command, and the
+# agent, which looks at its CRL before each command, refuses it.
 "$BIN/exfleetctl" pki revoke rex --dir "$F/pki" >/dev/null
+id=$(ctl queue "$H2" rescan)
+wait_sql "$F/collector.db" "SELECT state FROM commands WHERE command_id = '$id'" rejected
+wait_log "$WORK/agent_$H2.log" "\[tls\] crl .* read again for operators' commands"
+wait_log "$WORK/agent_$H2.log" "command $id.*operator certificate revoked"
+
+# H1 revoked too: in force at SIGHUP, no restart.
+"$BIN/exfleetctl" pki revoke "$H1" --dir "$F/pki" >/dev/null
 kill -HUP "$PID_collector"
 wait_log "$WORK/collector.log" "SIGHUP: CRL .* read again: 2 certificates revoked; 1 agent session closed"
 wait_log "$WORK/collector.log" "\[$H1 .*closed: certificate revoked: session closed"
