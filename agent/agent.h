@@ -79,7 +79,7 @@ struct agent_session {
 	const struct agent_config *cfg;
 	const char *platform;
 	SSL_CTX *tls;
-	struct util_file_stamp crl_stamp; /* the [tls] crl tls was given */
+	struct util_file_stamp crl_stamp; /* the [tls] crl in force, here and for commands */
 	struct spool *spool;
 	struct commands *commands;
 	uint64_t sent_upto;       /* records up to here were sent on this session */

@@ -819,26 +819,9 @@ static int action_enabled(const struct agent_config *cfg, const char *action)
  * chain, revocation, role, signature, target and validity window); each
  * refusal is answered with its reason, by the id the command claims, so the
  * collector's record and audit show it. */
-/* An operator revoked since the last command is refused from the next one
- * on: the CRL file is looked at (one stat) before each check, and read
- * again when it changed. */
-static void crl_refresh(struct commands *cmds)
-{
-	const char *crl = cmds->cfg->crl_file;
-	char err[512];
-	if (!crl || !crl[0] || util_file_changed(crl, &cmds->crl_stamp) <= 0)
-		return;
-	if (sign_verifier_reload_crl(cmds->verifier, err, sizeof(err)) < 0)
-		log_err("[tls] crl: %s; operators' commands are checked against the CRL read before",
-			err);
-	else
-		log_info("[tls] crl %s read again for operators' commands", crl);
-}
-
 static void execute(struct commands *cmds, Exfleet__Command *cmd)
 {
 	int64_t now = util_now_ms();
-	crl_refresh(cmds);
 	char reason[256], operator[SIGN_OPERATOR_MAX] = "";
 	Exfleet__CommandBody *body = NULL;
 	int rc = sign_verify_command(cmds->verifier, cmd, cmds->cfg->host_id, now,
@@ -924,6 +907,11 @@ static void run_next(struct commands *cmds)
 		memmove(cmds->queue, cmds->queue + 1, --cmds->nqueued * sizeof(cmds->queue[0]));
 		execute(cmds, cmd);
 	}
+}
+
+int commands_reload_crl(struct commands *cmds, char *err, size_t errlen)
+{
+	return sign_verifier_reload_crl(cmds->verifier, err, errlen);
 }
 
 void commands_receive(struct commands *cmds, Exfleet__Command *cmd)
@@ -1047,8 +1035,6 @@ int commands_init(struct commands *cmds, uv_loop_t *loop, const struct agent_con
 		rc = UV_EINVAL;
 		goto fail;
 	}
-	if (cfg->crl_file && cfg->crl_file[0])
-		util_file_changed(cfg->crl_file, &cmds->crl_stamp);
 	if ((rc = sealing_key_open(cmds, err, errlen)) < 0)
 		goto fail;
 	uv_timer_init(loop, &cmds->timer);

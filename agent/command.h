@@ -45,7 +45,6 @@
 #include "agent.h"
 #include "collect.h"
 #include "seal.h"
-#include "util.h"
 
 #define COMMAND_ID_MAX 64
 #define COMMAND_QUEUE_MAX 32
@@ -69,7 +68,6 @@ struct commands {
 	size_t nqueued;
 	struct restart_plan *running;
 	struct sign_verifier *verifier; /* operators' signatures, against our CA */
-	struct util_file_stamp crl_stamp; /* the [tls] crl the verifier read */
 	uv_timer_t timer;            /* polls service state while restarting */
 	void (*result_cb)(void *arg); /* a result was spooled */
 	void *arg;
@@ -91,5 +89,8 @@ void commands_close(struct commands *cmds);
 
 /* Takes one Command from the collector (ownership passes). */
 void commands_receive(struct commands *cmds, Exfleet__Command *cmd);
+/* Reads [tls] crl again for the check of operators' signatures; a file that
+ * cannot be read changes nothing: 0, or negative with err. */
+int commands_reload_crl(struct commands *cmds, char *err, size_t errlen);
 
 #endif

@@ -329,6 +329,30 @@ static int conn_session_cb(struct tls_conn *c, SSL_SESSION *session)
 	return 1;
 }
 
+/* A revocation is in force from the next connection (the collector's
+ * certificate) and the next command (the operator's) on: the CRL file is
+ * looked at (one stat) before each, and read again when it changed. */
+static void crl_refresh(struct agent_session *s)
+{
+	const char *crl = s->cfg->crl_file;
+	char err[512];
+	if (!crl || !crl[0] || util_file_changed(crl, &s->crl_stamp) <= 0)
+		return;
+	int tls_rc = tls_ctx_reload_crl(s->tls, crl, NULL, err, sizeof(err));
+	if (tls_rc < 0)
+		log_err("[tls] crl: %s; the collector's certificate is checked against the CRL "
+			"read before",
+			err);
+	int cmd_rc = commands_reload_crl(s->commands, err, sizeof(err));
+	if (cmd_rc < 0)
+		log_err("[tls] crl: %s; operators' commands are checked against the CRL read before",
+			err);
+	if (tls_rc == 0 && cmd_rc == 0)
+		log_info("[tls] crl %s read again for operators' commands and the collector's "
+			 "certificate",
+			 crl);
+}
+
 static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len)
 {
 	struct agent_session *s = c->data;
@@ -358,6 +382,7 @@ static void conn_frame_cb(struct tls_conn *c, const uint8_t *payload, size_t len
 	case EXFLEET__COLLECTOR_MESSAGE__MSG_COMMAND:
 		if (s->state == SESSION_STREAMING) {
 			/* The command moves to the command queue with its memory. */
+			crl_refresh(s);
 			commands_receive(s->commands, m->command);
 			m->command = NULL;
 			m->msg_case = EXFLEET__COLLECTOR_MESSAGE__MSG__NOT_SET;
@@ -392,23 +417,6 @@ static const struct tls_conn_ops conn_ops = {.ready_cb = conn_ready_cb,
 					     .close_cb = conn_close_cb,
 					     .drained_cb = conn_drained_cb,
 					     .session_cb = conn_session_cb};
-
-/* A collector certificate revoked since the last connection is refused
- * from the next one on: the CRL file is looked at before each connection,
- * and read again when it changed. */
-static void crl_refresh(struct agent_session *s)
-{
-	const char *crl = s->cfg->crl_file;
-	char err[512];
-	if (!crl || !crl[0] || util_file_changed(crl, &s->crl_stamp) <= 0)
-		return;
-	if (tls_ctx_reload_crl(s->tls, crl, NULL, err, sizeof(err)) < 0)
-		log_err("[tls] crl: %s; the collector's certificate is checked against the CRL "
-			"read before",
-			err);
-	else
-		log_info("[tls] crl %s read again for the collector's certificate", crl);
-}
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
