@@ -171,12 +171,6 @@ static void conn_ready_cb(struct tls_conn *c)
 			       pki_role_name((enum pki_role)c->peer_role));
 		return;
 	}
-	/* Checked on the thread pool, maybe against the CRL before a reload
-	 * that came while the step ran. */
-	if (tls_ctx_revoked(a->server->tls, SSL_get0_peer_certificate(c->ssl))) {
-		tls_conn_close(c, LOG_WARN, "refused: certificate revoked");
-		return;
-	}
 	if (a->server->readers_paused)
 		tls_conn_pause(c, TLS_PAUSE_OWNER);
 }

@@ -306,10 +306,10 @@ static void crl_index_new(void)
 	crl_index = X509_STORE_get_ex_new_index(0, NULL, NULL, NULL, crl_holder_free);
 }
 
-static struct crl_holder *crl_holder_of(SSL_CTX *ctx)
+static struct crl_holder *crl_holder_of(X509_STORE *store)
 {
 	uv_once(&crl_index_once, crl_index_new);
-	return crl_index < 0 ? NULL : X509_STORE_get_ex_data(SSL_CTX_get_cert_store(ctx), crl_index);
+	return crl_index < 0 ? NULL : X509_STORE_get_ex_data(store, crl_index);
 }
 
 /* The CRL in force, referenced (NULL: none). */
@@ -323,10 +323,29 @@ static X509_CRL *crl_get1(struct crl_holder *h)
 	return crl;
 }
 
+/* The CRL in force for ctx, referenced (NULL: none). */
+static X509_CRL *ctx_crl_get1(SSL_CTX *ctx)
+{
+	struct crl_holder *h = crl_holder_of(SSL_CTX_get_cert_store(ctx));
+	return h ? crl_get1(h) : NULL;
+}
+
+/* 1 when crl (may be NULL) is the one of cert's issuer. */
+static int crl_covers(X509_CRL *crl, X509 *cert)
+{
+	return crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0;
+}
+
+/* 1 when crl covers cert and lists it. */
+static int crl_lists(X509_CRL *crl, X509 *cert)
+{
+	X509_REVOKED *rev = NULL;
+	return crl_covers(crl, cert) && X509_CRL_get0_by_cert(crl, &rev, cert) == 1;
+}
+
 static STACK_OF(X509_CRL) *lookup_crls(const X509_STORE_CTX *sctx, const X509_NAME *issuer)
 {
-	X509_STORE *store = X509_STORE_CTX_get0_store(sctx);
-	struct crl_holder *h = crl_index < 0 ? NULL : X509_STORE_get_ex_data(store, crl_index);
+	struct crl_holder *h = crl_holder_of(X509_STORE_CTX_get0_store(sctx));
 	STACK_OF(X509_CRL) *out = sk_X509_CRL_new_null();
 	X509_CRL *crl = h && out ? crl_get1(h) : NULL;
 	if (crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), issuer) == 0 && sk_X509_CRL_push(out, crl))
@@ -373,7 +392,7 @@ static int crl_install(SSL_CTX *ctx, const char *path, size_t *revoked, char *er
 	X509_CRL *crl = crl_read(store, path, err, errlen);
 	if (!crl)
 		return -1;
-	struct crl_holder *h = crl_holder_of(ctx);
+	struct crl_holder *h = crl_holder_of(store);
 	if (!h) {
 		h = calloc(1, sizeof(*h));
 		if (!h || uv_mutex_init(&h->lock) != 0 || crl_index < 0 ||
@@ -402,7 +421,7 @@ int tls_ctx_reload_crl(SSL_CTX *ctx, const char *crl_file, size_t *revoked, char
 		       size_t errlen)
 {
 	ERR_clear_error();
-	if (!crl_holder_of(ctx)) {
+	if (!crl_holder_of(SSL_CTX_get_cert_store(ctx))) {
 		snprintf(err, errlen, "no CRL was configured to reload");
 		return -1;
 	}
@@ -411,12 +430,8 @@ int tls_ctx_reload_crl(SSL_CTX *ctx, const char *crl_file, size_t *revoked, char
 
 int tls_ctx_revoked(SSL_CTX *ctx, X509 *cert)
 {
-	struct crl_holder *h = crl_holder_of(ctx);
-	X509_CRL *crl = h && cert ? crl_get1(h) : NULL;
-	X509_REVOKED *rev = NULL;
-	int revoked = crl &&
-		      X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0 &&
-		      X509_CRL_get0_by_cert(crl, &rev, cert) == 1;
+	X509_CRL *crl = cert ? ctx_crl_get1(ctx) : NULL;
+	int revoked = crl_lists(crl, cert);
 	X509_CRL_free(crl);
 	return revoked;
 }
@@ -442,15 +457,10 @@ static int session_still_valid(SSL_CTX *ctx, SSL_SESSION *sess)
 			issuer_ok |= X509_cmp_current_time(X509_get0_notAfter(ca)) > 0;
 	}
 	X509_STORE_unlock(store);
-	struct crl_holder *h = crl_holder_of(ctx);
-	X509_CRL *crl = h ? crl_get1(h) : NULL;
-	if (crl && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0) {
-		X509_REVOKED *rev = NULL;
-		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
-		if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1 ||
-		    (next && X509_cmp_current_time(next) <= 0))
-			ok = 0;
-	}
+	X509_CRL *crl = ctx_crl_get1(ctx);
+	const ASN1_TIME *next = crl_covers(crl, cert) ? X509_CRL_get0_nextUpdate(crl) : NULL;
+	if (crl_lists(crl, cert) || (next && X509_cmp_current_time(next) <= 0))
+		ok = 0;
 	X509_CRL_free(crl);
 	ERR_clear_error();
 	return ok && issuer_ok;
@@ -991,6 +1001,14 @@ static void step_after_cb(uv_work_t *req, int status)
 		return;
 	}
 	if (c->step_rc == 1) {
+		/* The step checked the peer against the CRL in force when it
+		 * ran: one read again meanwhile is the one in force now. */
+		if (SSL_is_server(c->ssl) &&
+		    tls_ctx_revoked(c->ctx, SSL_get0_peer_certificate(c->ssl))) {
+			tls_conn_close(c, LOG_WARN,
+				       "TLS handshake failed: certificate rejected: certificate revoked");
+			return;
+		}
 		if (conn_flush(c) < 0)
 			return;
 		conn_verified(c);
@@ -1014,7 +1032,7 @@ static void conn_pump(struct tls_conn *c)
 	if (c->state == TLS_HANDSHAKE && c->step_busy)
 		return;
 	if (c->state == TLS_HANDSHAKE && c->limits.offload_handshake) {
-		/* Not read meanwhile: the memory BIOs are the step's. */
+		/* Not read meanwhile: the input is the step's. */
 		c->step.data = c;
 		c->step_busy = 1;
 		c->paused |= TLS_PAUSE_STEP;

@@ -47,8 +47,8 @@ uint64_t tls_ctx_ticket_lifetime_ms(SSL_CTX *ctx);
  * session_cb too (tls_ctx_new's client contexts already do). */
 void tls_ctx_keep_sessions(SSL_CTX *ctx);
 /* Reads crl_file again and puts it in force for ctx's verifications from
- * now on, resumptions included; a handshake in flight finishes with the CRL
- * it started with. A file that does not parse, or that no CA of ctx signed,
+ * now on, resumptions included; a server handshake whose step on the thread
+ * pool checked against the CRL before is checked again once it is back. A file that does not parse, or that no CA of ctx signed,
  * changes nothing. *revoked (may be NULL) gets how many certificates it
  * lists. 0, or -1 with err (also for a context made without a CRL). */
 int tls_ctx_reload_crl(SSL_CTX *ctx, const char *crl_file, size_t *revoked, char *err,
