@@ -26,7 +26,6 @@ struct sign_verifier {
 	/* store and crl are swapped whole by a reload, under lock, while
 	 * checks on other threads keep the store they referenced. */
 	uv_mutex_t lock;
-	int lock_made;
 	X509_CRL *crl; /* NULL: no CRL file */
 	X509_STORE *store;
 	char *ca_file;
@@ -198,9 +197,7 @@ static int tree_path(const struct tree *t, size_t i, Exfleet__Command *cmd)
 		memcpy(cmd->batch_path[n].data, t->h[t->off[l] + sibling], SIGN_HASH_LEN);
 		n++;
 	}
-	cmd->n_batch_path = n;
-	if (n == 0) /* a batch of one */
-		free(block);
+	cmd->n_batch_path = n; /* at least 1: a batch has two commands or more */
 	return 0;
 }
 
@@ -509,8 +506,7 @@ void sign_verifier_free(struct sign_verifier *v)
 	sk_X509_pop_free(v->cas, X509_free);
 	free(v->ca_file);
 	free(v->crl_file);
-	if (v->lock_made)
-		uv_mutex_destroy(&v->lock);
+	uv_mutex_destroy(&v->lock);
 	free(v);
 }
 
@@ -530,7 +526,6 @@ struct sign_verifier *sign_verifier_new(const char *ca_file, const char *crl_fil
 		free(v);
 		return NULL;
 	}
-	v->lock_made = 1;
 	v->ca_file = strdup(ca_file);
 	v->crl_file = crl_file && crl_file[0] ? strdup(crl_file) : NULL;
 	if (!v->ca_file || (crl_file && crl_file[0] && !v->crl_file)) {
@@ -821,8 +816,6 @@ static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const cha
 		snprintf(reason, reasonlen, "signer key is neither ECDSA P-256 nor Ed25519");
 		return UV_EACCES;
 	}
-	if (hasher_open(&hs) < 0)
-		goto oom;
 	if (cmd->batch_size == 0) {
 		/* Alone: batch fields would be unsigned data riding along. */
 		if (cmd->batch_index != 0 || cmd->n_batch_path != 0) {
@@ -835,6 +828,8 @@ static int verify_with_key(EVP_PKEY *pub, const Exfleet__Command *cmd, const cha
 		memo = NULL; /* one signature per command: nothing to remember */
 	} else {
 		uint8_t root[SIGN_HASH_LEN];
+		if (hasher_open(&hs) < 0)
+			goto oom;
 		if ((rc = batch_root(&hs, cmd, root, reason, reasonlen)) < 0)
 			goto out;
 		batch_message(cmd->batch_size, root, batch_msg);
