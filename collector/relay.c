@@ -288,12 +288,19 @@ static void dispatch(struct relay *r)
 }
 
 /* Once closed and nothing is being checked: what the checks share. */
-static void checks_free(struct relay *r)
+/* The signers trusted so far, forgotten (with signers_lock held, or
+ * once no check runs). */
+static void signers_forget(struct relay *r)
 {
 	for (int i = 0; i < RELAY_SIGNERS; i++) {
 		EVP_PKEY_free(r->signers[i].key);
 		r->signers[i].key = NULL;
 	}
+}
+
+static void checks_free(struct relay *r)
+{
+	signers_forget(r);
 	uv_mutex_destroy(&r->signers_lock);
 	sign_verifier_free(r->verifier);
 	r->verifier = NULL;
@@ -480,10 +487,7 @@ int relay_reload_crl(struct relay *r, char *err, size_t errlen)
 		return rc;
 	uv_mutex_lock(&r->signers_lock);
 	r->signers_gen++;
-	for (int i = 0; i < RELAY_SIGNERS; i++) {
-		EVP_PKEY_free(r->signers[i].key);
-		r->signers[i].key = NULL;
-	}
+	signers_forget(r);
 	uv_mutex_unlock(&r->signers_lock);
 	return 0;
 }
