@@ -415,6 +415,13 @@ static void run_plans(struct repair *r, size_t from, size_t to)
 {
 	int64_t deadline = util_now_ms() + r->expires_ms;
 	struct host_plan **due = malloc((to - from) * sizeof(*due));
+	if (!due) {
+		for (size_t i = from; i < to; i++)
+			if (!r->hosts[i].failed && r->hosts[i].step != STEP_DONE)
+				host_failed(r, &r->hosts[i], "%s: not sent: out of memory",
+					    step_names[r->hosts[i].step]);
+		return;
+	}
 	while (!r->stopped) {
 		size_t busy = 0, in_flight = 0, ndue = 0;
 		for (size_t i = from; i < to; i++) {
@@ -422,10 +429,8 @@ static void run_plans(struct repair *r, size_t from, size_t to)
 			if (h->failed || h->step == STEP_DONE)
 				continue;
 			busy++;
-			if (!h->command_id[0] && due)
+			if (!h->command_id[0])
 				due[ndue++] = h;
-			else if (!h->command_id[0])
-				host_failed(r, h, "%s: not sent: out of memory", step_names[h->step]);
 		}
 		if (ndue)
 			submit_steps(r, due, ndue);
