@@ -125,6 +125,9 @@ int ctl_api_get(struct ctl_api *api, const char *path, json_t **out);
 int ctl_api_post_json(struct ctl_api *api, const char *path, json_t *body, json_t **out);
 /* A list command's --limit: the newest N items, 0 for all. */
 #define CTL_LIST_DEFAULT 100
+/* Sets api->message and prints it ("exfleetctl WHAT: message") unless
+ * api->quiet: rc. */
+int ctl_api_report(struct ctl_api *api, int rc, const char *fmt, ...) LOG_PRINTF(3, 4);
 /* Parses --limit's text into *limit: CTL_OK, or CTL_USAGE once reported. */
 int ctl_api_limit(struct ctl_api *api, const char *text, long *limit);
 /* The items of a list, following "next" page after page; at most max

@@ -40,9 +40,7 @@ static const struct config_key ini_keys[] = {
 };
 #define INI_KEYS (sizeof(ini_keys) / sizeof(ini_keys[0]))
 
-static int report(struct ctl_api *api, int rc, const char *fmt, ...) LOG_PRINTF(3, 4);
-
-static int report(struct ctl_api *api, int rc, const char *fmt, ...)
+int ctl_api_report(struct ctl_api *api, int rc, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -153,7 +151,7 @@ static int load_ini(struct ctl_api *api)
 	int rc = CTL_USAGE;
 	api->ini = ini;
 	if (!ini)
-		return report(api, CTL_FAILED, "out of memory");
+		return ctl_api_report(api, CTL_FAILED, "out of memory");
 	ini->timeout_ms = 30000;
 	ini->path = api->config ? strdup(api->config) : default_config();
 	if (!ini->path)
@@ -162,11 +160,11 @@ static int load_ini(struct ctl_api *api)
 	if (read == UV_ENOENT && !api->config)
 		return CTL_OK; /* the default need not exist */
 	if (read < 0)
-		return report(api, CTL_USAGE, "%s%s", api->config ? "--config: " : "", err);
+		return ctl_api_report(api, CTL_USAGE, "%s%s", api->config ? "--config: " : "", err);
 	expanded = expand_home(text);
 	dir = strdup(ini->path);
 	if (!expanded || !dir) {
-		rc = report(api, CTL_FAILED, "out of memory");
+		rc = ctl_api_report(api, CTL_FAILED, "out of memory");
 		goto out;
 	}
 	char *slash = strrchr(dir, '/');
@@ -177,7 +175,7 @@ static int load_ini(struct ctl_api *api)
 	struct config_error cerr;
 	if (config_load_string(expanded, ini->path, slash ? dir : NULL, ini_keys, INI_KEYS, ini,
 			       &cerr) < 0) {
-		rc = report(api, CTL_USAGE, "%s", cerr.msg);
+		rc = ctl_api_report(api, CTL_USAGE, "%s", cerr.msg);
 		goto out;
 	}
 	rc = CTL_OK;
@@ -194,7 +192,7 @@ static const char *setting(struct ctl_api *api, const char *flag, const char *fr
 {
 	if (flag || from_ini)
 		return flag ? flag : from_ini;
-	report(api, CTL_USAGE, "no %s: give --%s FILE, or set %s in [collector] of %s", what, name,
+	ctl_api_report(api, CTL_USAGE, "no %s: give --%s FILE, or set %s in [collector] of %s", what, name,
 	       name, api->ini->path ? api->ini->path : "a config file (--config FILE)");
 	return NULL;
 }
@@ -203,7 +201,7 @@ static int readable(struct ctl_api *api, const char *flag, const char *path)
 {
 	if (access(path, R_OK) == 0)
 		return CTL_OK;
-	return report(api, CTL_USAGE, "--%s %s: cannot read it: %s", flag, path, strerror(errno));
+	return ctl_api_report(api, CTL_USAGE, "--%s %s: cannot read it: %s", flag, path, strerror(errno));
 }
 
 int ctl_api_limit(struct ctl_api *api, const char *text, long *limit)
@@ -241,10 +239,10 @@ int ctl_api_connect(struct ctl_api *api)
 	    (api->cert && readable(api, "cert", api->cert) != CTL_OK))
 		return CTL_USAGE;
 	if (api->key && util_check_private_file(api->key, err, sizeof(err)) < 0)
-		return report(api, CTL_USAGE, "--key: %s", err);
+		return ctl_api_report(api, CTL_USAGE, "--key: %s", err);
 	struct ctl_url url;
 	if (ctl_url_parse(api->url_used, &url, err, sizeof(err)) < 0)
-		return report(api, CTL_USAGE, "%s%s", api->url ? "--url: " : "", err);
+		return ctl_api_report(api, CTL_USAGE, "%s%s", api->url ? "--url: " : "", err);
 	struct ctl_http_settings s = {
 		.url = api->url_used,
 		.ca_file = api->ca_used,
@@ -253,7 +251,7 @@ int ctl_api_connect(struct ctl_api *api)
 		.timeout_ms = api->timeout_ms ? api->timeout_ms : (int64_t)ini->timeout_ms,
 	};
 	if (ctl_http_open(&api->http, &s, err, sizeof(err)) < 0)
-		return report(api, CTL_USAGE, "%s", err);
+		return ctl_api_report(api, CTL_USAGE, "%s", err);
 	return CTL_OK;
 }
 
@@ -282,19 +280,19 @@ int ctl_api_call(struct ctl_api *api, const char *method, const char *path,
 	case 0:
 		return CTL_OK;
 	case CTL_HTTP_UNREACHABLE:
-		return report(api, CTL_UNREACHABLE,
+		return ctl_api_report(api, CTL_UNREACHABLE,
 			      "cannot reach the collector at %s: %s; is exfleet-collector running, "
 			      "and is its [api] listen address reachable from here?",
 			      api->url_used, err);
 	case CTL_HTTP_TLS:
-		return report(api, CTL_UNREACHABLE, "TLS with the collector at %s failed: %s",
+		return ctl_api_report(api, CTL_UNREACHABLE, "TLS with the collector at %s failed: %s",
 			      api->url_used, err);
 	case CTL_HTTP_PROTOCOL:
-		return report(api, CTL_UNREACHABLE,
+		return ctl_api_report(api, CTL_UNREACHABLE,
 			      "%s did not answer like the collector's API: %s; is --url right?",
 			      api->url_used, err);
 	default:
-		return report(api, CTL_FAILED, "%s", err);
+		return ctl_api_report(api, CTL_FAILED, "%s", err);
 	}
 }
 
@@ -313,19 +311,19 @@ int ctl_api_error(struct ctl_api *api, const char *method, const struct ctl_http
 	}
 	int rc;
 	if (r->status == 401)
-		rc = report(api, CTL_UNREACHABLE,
+		rc = ctl_api_report(api, CTL_UNREACHABLE,
 			    "%s\n  the collector did not accept %s: give a viewer or operator "
 			    "certificate from the deployment's CA with --cert and --key",
 			    message, api->cert_used);
 	else if (r->status == 403 && !(code && strcmp(code, "command_refused") == 0))
-		rc = report(api, CTL_UNREACHABLE,
+		rc = ctl_api_report(api, CTL_UNREACHABLE,
 			    "%s\n  (you connected with %s) exfleetctl pki issue operator NAME "
 			    "--role %s makes %s certificate; give it with --cert and --key",
 			    message, api->cert_used,
 			    strcmp(method, "GET") == 0 ? "viewer" : "operator",
 			    strcmp(method, "GET") == 0 ? "a viewer's" : "an operator's");
 	else
-		rc = report(api, CTL_FAILED, "%s", message);
+		rc = ctl_api_report(api, CTL_FAILED, "%s", message);
 	json_decref(j);
 	return rc;
 }
@@ -337,7 +335,7 @@ static int request_json(struct ctl_api *api, const char *method, const char *pat
 	struct ctl_http_response r;
 	*out = NULL;
 	if (body && !text)
-		return report(api, CTL_FAILED, "out of memory");
+		return ctl_api_report(api, CTL_FAILED, "out of memory");
 	int rc = ctl_api_call(api, method, path, text ? "application/json" : NULL, text,
 			      text ? strlen(text) : 0, &r);
 	free(text);
@@ -349,7 +347,7 @@ static int request_json(struct ctl_api *api, const char *method, const char *pat
 		json_error_t jerr;
 		*out = json_loadb(r.body, r.len, 0, &jerr);
 		if (!*out)
-			rc = report(api, CTL_FAILED, "the answer to %s %s is not JSON: %s", method,
+			rc = ctl_api_report(api, CTL_FAILED, "the answer to %s %s is not JSON: %s", method,
 				    path, jerr.text);
 	}
 	ctl_http_response_free(&r);
@@ -409,7 +407,7 @@ int ctl_api_get_items(struct ctl_api *api, const char *path, size_t max, json_t 
 	size_t page = PAGE;
 	*items = json_array();
 	if (!*items)
-		return report(api, CTL_FAILED, "out of memory");
+		return ctl_api_report(api, CTL_FAILED, "out of memory");
 	for (;;) {
 		size_t want = page;
 		if (page && max && max - json_array_size(*items) < want)
@@ -423,7 +421,7 @@ int ctl_api_get_items(struct ctl_api *api, const char *path, size_t max, json_t 
 		json_t *list = json_object_get(answer, "items");
 		json_t *next = json_object_get(answer, "next");
 		if (rc == CTL_OK && !json_is_array(list))
-			rc = report(api, CTL_FAILED, "the answer to GET %s has no items", path);
+			rc = ctl_api_report(api, CTL_FAILED, "the answer to GET %s has no items", path);
 		if (rc != CTL_OK) {
 			json_decref(answer);
 			json_decref(*items);

@@ -68,20 +68,14 @@ int ctl_post_command(struct ctl_api *api, const char *host_id, const Exfleet__Co
 	uint8_t *packed = malloc(len ? len : 1);
 	char *text = malloc(4 * ((len + 2) / 3) + 1);
 	json_t *request = NULL;
-	int rc = CTL_FAILED;
 	*answer = NULL;
 	if (packed && text) {
 		exfleet__command__pack(cmd, packed);
 		EVP_EncodeBlock((unsigned char *)text, packed, (int)len);
 		request = json_pack("{s:s, s:s}", "host_id", host_id, "envelope", text);
 	}
-	if (request) {
-		rc = ctl_api_post_json(api, "/api/v1/commands", request, answer);
-	} else {
-		snprintf(api->message, sizeof(api->message), "out of memory");
-		if (!api->quiet)
-			fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
-	}
+	int rc = request ? ctl_api_post_json(api, "/api/v1/commands", request, answer)
+			 : ctl_api_report(api, CTL_FAILED, "out of memory");
 	json_decref(request);
 	free(packed);
 	free(text);
@@ -94,12 +88,8 @@ int ctl_submit_command(struct ctl_api *api, const Exfleet__CommandBody *body, X5
 	Exfleet__Command cmd = EXFLEET__COMMAND__INIT;
 	char err[512];
 	*answer = NULL;
-	if (sign_command(body, key, cert, &cmd, err, sizeof(err)) < 0) {
-		snprintf(api->message, sizeof(api->message), "cannot sign: %s", err);
-		if (!api->quiet)
-			fprintf(stderr, "exfleetctl %s: %s\n", api->what, api->message);
-		return CTL_FAILED;
-	}
+	if (sign_command(body, key, cert, &cmd, err, sizeof(err)) < 0)
+		return ctl_api_report(api, CTL_FAILED, "cannot sign: %s", err);
 	int rc = ctl_post_command(api, body->target_host_id, &cmd, answer);
 	sign_command_free(&cmd);
 	return rc;
