@@ -14,8 +14,7 @@ H1=$1 H2=$2
 : >"$WORK/collector.log"
 run_collector "$F/collector.ini"
 for h in $H1 $H2; do
-	sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = 100ms\nreconnect_max = 500ms/" \
-		"$F/agents/$h.ini"
+	point_agent "$F/agents/$h.ini" 100ms 500ms
 	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
 done
 wait_log "$WORK/collector.log" "welcomed" 2

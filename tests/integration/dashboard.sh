@@ -34,7 +34,7 @@ API=$(sed -n 's/.*HTTPS API for operators on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$W
 [ -n "$API" ] || fail "the collector logged no API address"
 hosts=$(cd "$F/hosts" && ls | sed 's/\.json$//')
 for h in $hosts; do
-	sed -i "s/^address = .*/address = 127.0.0.1:$PORT/" "$F/agents/$h.ini"
+	point_agent "$F/agents/$h.ini"
 	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
 done
 wait_sql "$F/collector.db" "SELECT COUNT(*) FROM hosts WHERE status IS NOT NULL" 6

@@ -16,8 +16,7 @@ hosts=$(cd "$F/hosts" && ls | sed 's/\.json$//')
 printf '\n[agents]\nheartbeat = 2s\nmax_handshakes = 32\n' >>"$F/collector.ini"
 run_collector "$F/collector.ini"
 for h in $hosts; do
-	sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = 200ms\nreconnect_max = 2s/" \
-		"$F/agents/$h.ini"
+	point_agent "$F/agents/$h.ini" 200ms 2s
 	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
 done
 

@@ -167,6 +167,16 @@ run_collector() {
 XDG_CONFIG_HOME=$WORK/config
 export XDG_CONFIG_HOME
 
+# point_agent INI [RECONNECT_MIN RECONNECT_MAX]: the agent configuration
+# INI reaches run_collector's port, retrying that fast when given.
+point_agent() {
+	if [ $# -ge 3 ]; then
+		sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = $2\nreconnect_max = $3/" "$1"
+	else
+		sed -i "s/^address = .*/address = 127.0.0.1:$PORT/" "$1"
+	fi
+}
+
 # use_operator PKI_DIR NAME [ROLE]: exfleetctl's default configuration
 # (ctl.ini) names the CA of PKI_DIR and NAME's certificate, issued first with
 # ROLE (default operator) when PKI_DIR has none. ctl then reaches

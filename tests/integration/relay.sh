@@ -16,8 +16,7 @@ printf '\n[api]\npage_max = 2\n' >>"$F/collector.ini"
 : >"$WORK/collector.log"
 run_collector "$F/collector.ini"
 for h in $H1 $H2; do
-	sed -i "s/^address = .*/address = 127.0.0.1:$PORT\nreconnect_min = 100ms\nreconnect_max = 500ms/" \
-		"$F/agents/$h.ini"
+	point_agent "$F/agents/$h.ini" 100ms 500ms
 done
 # Commands are signed by the operator exfleet-sim made ("admin"), whose
 # certificate also connects to the API.

@@ -11,7 +11,7 @@ F=$WORK/fleet
 run_collector "$F/collector.ini"
 hosts=$(cd "$F/hosts" && ls | sed 's/\.json$//')
 for h in $hosts; do
-	sed -i "s/^address = .*/address = 127.0.0.1:$PORT/" "$F/agents/$h.ini"
+	point_agent "$F/agents/$h.ini"
 	start "agent_$h" "$BIN/exfleet-agent" --config "$F/agents/$h.ini"
 done
 use_operator "$F/pki" admin
