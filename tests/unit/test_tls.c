@@ -135,7 +135,8 @@ static const struct tls_conn_ops side_ops = {.ready_cb = side_ready_cb,
 					     .close_cb = side_close_cb,
 					     .session_cb = side_session_cb};
 
-static void on_connection(uv_stream_t *server, int status)
+/* The world's server takes the connection, its owner calling back ops. */
+static void accept_with(uv_stream_t *server, int status, const struct tls_conn_ops *ops)
 {
 	struct world *w = server->data;
 	assert_int_equal(status, 0);
@@ -144,9 +145,13 @@ static void on_connection(uv_stream_t *server, int status)
 	t->side = &w->server[w->accepted++];
 	t->w = w;
 	t->conn.data = t;
-	assert_int_equal(tls_conn_accept(&t->conn, server, w->server_ctx, &w->server_limits,
-					 &side_ops),
+	assert_int_equal(tls_conn_accept(&t->conn, server, w->server_ctx, &w->server_limits, ops),
 			 0);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	accept_with(server, status, &side_ops);
 }
 
 static void cert_paths(const char *dir, enum pki_role role, const char *name, char *crt,
@@ -573,12 +578,7 @@ static const struct tls_conn_ops flood_ops = {
 
 static void on_flood_connection(uv_stream_t *server, int status)
 {
-	struct world *w = server->data;
-	struct test_conn *t = calloc(1, sizeof(*t));
-	t->side = &w->server[w->accepted++];
-	t->w = w;
-	t->conn.data = t;
-	tls_conn_accept(&t->conn, server, w->server_ctx, &w->server_limits, &flood_ops);
+	accept_with(server, status, &flood_ops);
 }
 
 static int cond_flood_ready(struct world *w)
@@ -998,12 +998,7 @@ static const struct tls_conn_ops refresh_ops = {.ready_cb = refresh_ready_cb,
 
 static void on_refresh_connection(uv_stream_t *server, int status)
 {
-	struct world *w = server->data;
-	struct test_conn *t = calloc(1, sizeof(*t));
-	t->side = &w->server[w->accepted++];
-	t->w = w;
-	t->conn.data = t;
-	tls_conn_accept(&t->conn, server, w->server_ctx, &w->server_limits, &refresh_ops);
+	accept_with(server, status, &refresh_ops);
 }
 
 static int cond_two_tickets(struct world *w)
