@@ -67,14 +67,8 @@ static void setup(void)
 	    pki_issue(dir, &o, NULL, err, sizeof(err)) < 0)
 		die("making a deployment", err);
 	pki_cert_path(dir, PKI_ROLE_OPERATOR, "alice", crt, sizeof(crt), key, sizeof(key));
-	FILE *fp = fopen(key, "r");
-	alice_key = fp ? PEM_read_PrivateKey(fp, NULL, NULL, NULL) : NULL;
-	if (fp)
-		fclose(fp);
-	fp = fopen(crt, "r");
-	alice_cert = fp ? PEM_read_X509(fp, NULL, NULL, NULL) : NULL;
-	if (fp)
-		fclose(fp);
+	alice_key = test_read_key(key);
+	alice_cert = test_read_cert(crt);
 	int len = alice_cert ? i2d_X509(alice_cert, &alice_der) : -1;
 	if (!alice_key || len <= 0)
 		die("loading alice", key);

@@ -1871,10 +1871,7 @@ static void test_sealing(void **state)
 	expect_error(get(&w, "victor", "/api/v1/hosts/NOPE/sealing"), 404, "not_found", NULL);
 	char crt[700], key[700];
 	pki_cert_path(pki_dir, PKI_ROLE_AGENT, "EXCH01", crt, sizeof(crt), key, sizeof(key));
-	FILE *f = fopen(crt, "r");
-	assert_non_null(f);
-	X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
+	X509 *cert = test_read_cert(crt);
 	assert_non_null(cert);
 	unsigned char *der = NULL;
 	int der_len = i2d_X509(cert, &der);

@@ -129,14 +129,8 @@ static void load_operator(struct operator *op, enum pki_role role, const char *n
 {
 	char crt[700], key[700];
 	assert_int_equal(pki_cert_path(pki_dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
-	FILE *f = fopen(crt, "r");
-	assert_non_null(f);
-	op->cert = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	f = fopen(key, "r");
-	assert_non_null(f);
-	op->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
+	op->cert = test_read_cert(crt);
+	op->key = test_read_key(key);
 	assert_non_null(op->cert);
 	assert_non_null(op->key);
 }
@@ -500,10 +494,7 @@ static void test_sealing_key(void **state)
 
 	struct sign_verifier *v = sign_verifier_new(ca_file, crl_file, err, sizeof(err));
 	assert_non_null(v);
-	FILE *f = fopen(agent_crt, "r");
-	assert_non_null(f);
-	X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
+	X509 *cert = test_read_cert(agent_crt);
 	assert_non_null(cert);
 	if (seal_key_verify(v, cert, "EXCH001", w.cmds.seal_public, w.cmds.seal_signature,
 			    w.cmds.seal_signature_len, reason, sizeof(reason)) < 0)

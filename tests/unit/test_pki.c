@@ -54,20 +54,14 @@ static int fixture_teardown(void **state)
 
 static X509 *load_cert(const char *path)
 {
-	FILE *fp = fopen(path, "r");
-	assert_non_null(fp);
-	X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
-	fclose(fp);
+	X509 *cert = test_read_cert(path);
 	assert_non_null(cert);
 	return cert;
 }
 
 static EVP_PKEY *load_key(const char *path)
 {
-	FILE *fp = fopen(path, "r");
-	assert_non_null(fp);
-	EVP_PKEY *key = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-	fclose(fp);
+	EVP_PKEY *key = test_read_key(path);
 	assert_non_null(key);
 	return key;
 }

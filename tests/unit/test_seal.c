@@ -142,10 +142,7 @@ static EVP_PKEY *load_key(const char *dir, enum pki_role role, const char *name)
 {
 	char crt[1400], key[1400];
 	assert_int_equal(pki_cert_path(dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
-	FILE *fp = fopen(key, "r");
-	assert_non_null(fp);
-	EVP_PKEY *k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-	fclose(fp);
+	EVP_PKEY *k = test_read_key(key);
 	assert_non_null(k);
 	return k;
 }
@@ -154,10 +151,7 @@ static X509 *load_cert(const char *dir, enum pki_role role, const char *name)
 {
 	char crt[1400];
 	assert_int_equal(pki_cert_path(dir, role, name, crt, sizeof(crt), NULL, 0), 0);
-	FILE *fp = fopen(crt, "r");
-	assert_non_null(fp);
-	X509 *c = PEM_read_X509(fp, NULL, NULL, NULL);
-	fclose(fp);
+	X509 *c = test_read_cert(crt);
 	assert_non_null(c);
 	return c;
 }

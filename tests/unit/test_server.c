@@ -532,14 +532,8 @@ static void load_identity(enum pki_role role, const char *name, X509 **cert, EVP
 {
 	char crt[700], keyf[700];
 	pki_cert_path(pki_dir, role, name, crt, sizeof(crt), keyf, sizeof(keyf));
-	FILE *f = fopen(crt, "r");
-	assert_non_null(f);
-	*cert = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	f = fopen(keyf, "r");
-	assert_non_null(f);
-	*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
+	*cert = test_read_cert(crt);
+	*key = test_read_key(keyf);
 	assert_non_null(*cert);
 	assert_non_null(*key);
 }

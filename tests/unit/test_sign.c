@@ -115,10 +115,7 @@ static EVP_PKEY *load_key(const char *dir, enum pki_role role, const char *name)
 {
 	char crt[1400], key[1400];
 	assert_int_equal(pki_cert_path(dir, role, name, crt, sizeof(crt), key, sizeof(key)), 0);
-	FILE *fp = fopen(key, "r");
-	assert_non_null(fp);
-	EVP_PKEY *k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-	fclose(fp);
+	EVP_PKEY *k = test_read_key(key);
 	assert_non_null(k);
 	return k;
 }
@@ -127,10 +124,7 @@ static X509 *load_cert(const char *dir, enum pki_role role, const char *name)
 {
 	char crt[1400];
 	assert_int_equal(pki_cert_path(dir, role, name, crt, sizeof(crt), NULL, 0), 0);
-	FILE *fp = fopen(crt, "r");
-	assert_non_null(fp);
-	X509 *c = PEM_read_X509(fp, NULL, NULL, NULL);
-	fclose(fp);
+	X509 *c = test_read_cert(crt);
 	assert_non_null(c);
 	return c;
 }
@@ -538,10 +532,7 @@ static void test_other_ca(void **state)
 	body_init(&s, ID, "EXCH01", now, now + HOUR_MS);
 	sign_as(fx->d[0].dir, PKI_ROLE_OPERATOR, "alice", &s.b, &cmd);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", fx->d[0].dir);
-	FILE *fp = fopen(ca, "r");
-	assert_non_null(fp);
-	X509 *ca_cert = PEM_read_X509(fp, NULL, NULL, NULL);
-	fclose(fp);
+	X509 *ca_cert = test_read_cert(ca);
 	assert_non_null(ca_cert);
 	OPENSSL_free(cmd.issuer_certificate.data);
 	cmd.issuer_certificate.data = NULL;

@@ -855,10 +855,7 @@ static X509 *agent_cert(const char *name)
 {
 	char crt[700];
 	snprintf(crt, sizeof(crt), "%s/agent/%s.crt", pki_dir, name);
-	FILE *fp = fopen(crt, "r");
-	assert_non_null(fp);
-	X509 *cert = PEM_read_X509(fp, NULL, NULL, NULL);
-	fclose(fp);
+	X509 *cert = test_read_cert(crt);
 	assert_non_null(cert);
 	return cert;
 }

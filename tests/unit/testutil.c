@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <openssl/pem.h>
 #include <uv.h>
 
 #include "util.h"
@@ -44,4 +45,22 @@ void test_rmtree(const char *path)
 	uv_fs_req_cleanup(&req);
 	uv_fs_rmdir(NULL, &req, path, NULL);
 	uv_fs_req_cleanup(&req);
+}
+
+X509 *test_read_cert(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	X509 *cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	return cert;
+}
+
+EVP_PKEY *test_read_key(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	EVP_PKEY *key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	return key;
 }
