@@ -907,6 +907,16 @@ static void test_crl_reload(void **state)
 	assert_int_equal(tls_ctx_reload_crl(sctx, bad, &revoked, err, sizeof(err)), -1);
 	if (!strstr(err, "other/crl.pem: CRL not signed by the trusted CA"))
 		fail_msg("%s", err);
+	/* Nor does a context start with it. */
+	char crt[512], key[512], ca[512];
+	cert_paths(pki_dir, PKI_ROLE_COLLECTOR, "collector.test", crt, key);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", pki_dir);
+	struct tls_config cfg = {.ca_file = ca, .cert_file = crt, .key_file = key, .crl_file = bad};
+	SSL_CTX *refused = NULL;
+	assert_int_equal(tls_ctx_new(&refused, 1, &cfg, err, sizeof(err)), -1);
+	assert_null(refused);
+	if (!strstr(err, "other/crl.pem: CRL not signed by the trusted CA"))
+		fail_msg("%s", err);
 	assert_false(tls_ctx_revoked(sctx, soon));
 	assert_true(handshake_with(sctx, "SOON01", why, sizeof(why)));
 
